@@ -1,0 +1,186 @@
+"""One settings tree for every process: env prefix ``NUDGE_``, nesting by ``__``.
+
+``settings.reamaze.poll_interval`` is ``NUDGE_REAMAZE__POLL_INTERVAL``; a ``.env`` file in the
+working directory is read when present. Durations are written ``90s``, ``30m``, ``24h``,
+``3d`` (a bare number means seconds) so that operators never guess the unit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read ``90s``/``30m``/``24h``/``3d`` or a bare number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=float(value))
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration; write it like 90s, 30m, 24h or 3d")
+    number, unit = match.groups()
+    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit.lower()])
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _duration_list(value: Any) -> list[timedelta]:
+    if isinstance(value, str):
+        parts = [p for p in (s.strip() for s in value.split(",")) if p]
+        if not parts:
+            raise ValueError("at least one wait is needed, e.g. 30m,24h")
+        return [parse_duration(p) for p in parts]
+    return [parse_duration(v) for v in value]
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+DurationList = Annotated[list[timedelta], NoDecode, BeforeValidator(_duration_list)]
+CsvList = Annotated[
+    list[str],
+    NoDecode,
+    BeforeValidator(
+        lambda v: [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+    ),
+]
+
+
+class TemporalSettings(BaseModel):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "nudge"
+    ui_port: int = 8233
+    """Port of the Web UI that ``nudge dev`` starts (the UI of a remote cluster is its own)."""
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class ReamazeSettings(BaseModel):
+    brand: str = ""
+    login_email: str = ""
+    api_token: str = ""
+    base_url: str = ""
+    """Defaults to ``https://{brand}.reamaze.io/api/v1`` (the documented host)."""
+    trigger_tag: str = "Needs-Sales-Followup"
+    poll_interval: Duration = timedelta(seconds=60)
+    remove_tag_on_finish: bool = True
+    timeout: Duration = timedelta(seconds=25)
+
+    @model_validator(mode="after")
+    def _default_base_url(self) -> ReamazeSettings:
+        if not self.base_url and self.brand:
+            self.base_url = f"https://{self.brand}.reamaze.io/api/v1"
+        self.base_url = self.base_url.rstrip("/")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url and self.login_email and self.api_token)
+
+
+class FollowupSettings(BaseModel):
+    waits: DurationList = Field(
+        default_factory=lambda: [timedelta(minutes=30), timedelta(hours=24)]
+    )
+    config_file: Path | None = None
+    """The seed's own ``config.json`` (prompts, fallbacks, links, model): read unchanged."""
+    purchase_indicators: CsvList = Field(
+        default_factory=lambda: [
+            "placed an order (",
+            "payment successful",
+            "order #",
+            "completed my order",
+        ]
+    )
+    history_messages: int = 15
+    """How many of the latest messages the writer sees."""
+    max_chars: int = 1500
+    """Longer LLM output is refused and the fallback text is sent instead."""
+
+    @field_validator("config_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
+class LLMSettings(BaseModel):
+    provider: Literal["auto", "gemini", "openai", "none"] = "auto"
+    """``auto`` picks Gemini when its key is set, else OpenAI when its key is set, else none."""
+
+
+def _env_first(*names: str) -> str:
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name]
+    return ""
+
+
+class GeminiSettings(BaseModel):
+    api_key: str = Field(default_factory=lambda: _env_first("GOOGLE_API_KEY", "GEMINI_API_KEY"))
+    base_url: str = ""
+    """Empty means Google's own endpoint."""
+    model: str = "gemini-2.5-flash"
+    thinking_budget: int | None = 0
+    """Thinking tokens count against the output limit; 0 turns thinking off where allowed."""
+
+
+class OpenAISettings(BaseModel):
+    api_key: str = ""
+    base_url: str = ""
+    """Any OpenAI-compatible server; empty means api.openai.com."""
+    model: str = "gpt-4o-mini"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NUDGE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    database_url: str = "sqlite:///.nudge/nudge.db"
+    public_url: str = "http://127.0.0.1:8000"
+    log_level: str = "INFO"
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    reamaze: ReamazeSettings = Field(default_factory=ReamazeSettings)
+    followup: FollowupSettings = Field(default_factory=FollowupSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    gemini: GeminiSettings = Field(default_factory=GeminiSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+
+    @property
+    def llm_provider(self) -> Literal["gemini", "openai", "none"]:
+        if self.llm.provider != "auto":
+            return self.llm.provider
+        if self.gemini.api_key:
+            return "gemini"
+        if self.openai.api_key:
+            return "openai"
+        return "none"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,348 @@
+"""The store's operations, as small synchronous methods (activities run them in a thread).
+
+Every method opens its own short transaction: nothing holds a connection across an HTTP call
+or an LLM call, which was what made the seed's batch jobs fragile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from store.db import make_engine, make_sessionmaker
+from store.models import ApiToken, Contact, FollowUp, OutboxMessage, utcnow
+
+
+class OutboxStatus(StrEnum):
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    delivered = "delivered"
+    read = "read"
+    failed = "failed"
+    suppressed = "suppressed"
+    sandboxed = "sandboxed"
+    unknown = "unknown"
+
+
+FINAL_OUTBOX = {
+    OutboxStatus.sent,
+    OutboxStatus.delivered,
+    OutboxStatus.read,
+    OutboxStatus.failed,
+    OutboxStatus.suppressed,
+    OutboxStatus.sandboxed,
+    OutboxStatus.unknown,
+}
+
+
+class Role(StrEnum):
+    admin = "admin"
+    user = "user"
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    idempotency_key: str
+    workflow_id: str
+    channel: str
+    recipient: str
+    message_class: str
+    body: str
+    status: OutboxStatus
+    provider_message_id: str | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+
+    @classmethod
+    def of(cls, row: OutboxMessage) -> OutboxRow:
+        return cls(
+            idempotency_key=row.idempotency_key,
+            workflow_id=row.workflow_id,
+            channel=row.channel,
+            recipient=row.recipient,
+            message_class=row.message_class,
+            body=row.body,
+            status=OutboxStatus(row.status),
+            provider_message_id=row.provider_message_id,
+            error=row.error,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            sent_at=row.sent_at,
+        )
+
+
+@dataclass(frozen=True)
+class FollowUpRecord:
+    workflow_id: str
+    run_id: str
+    helpdesk: str
+    conversation: str
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    fallback_used: bool = False
+    tag_removed: bool = False
+    failure_reason: str | None = None
+    contact_id: int | None = None
+    id: int | None = None
+
+    @classmethod
+    def of(cls, row: FollowUp) -> FollowUpRecord:
+        return cls(
+            id=row.id,
+            workflow_id=row.workflow_id,
+            run_id=row.run_id,
+            helpdesk=row.helpdesk,
+            conversation=row.conversation,
+            status=row.status,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            steps=list(row.steps or []),
+            fallback_used=row.fallback_used,
+            tag_removed=row.tag_removed,
+            failure_reason=row.failure_reason,
+            contact_id=row.contact_id,
+        )
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    name: str
+    role: Role
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(make_engine(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # --- contacts -------------------------------------------------------------------
+
+    def upsert_contact(
+        self,
+        source: str,
+        external_id: str,
+        *,
+        name: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+    ) -> int:
+        for _ in range(2):  # a concurrent insert of the same contact wins the race once
+            with self.sessions.begin() as session:
+                contact = session.scalar(
+                    select(Contact).where(
+                        Contact.source == source, Contact.external_id == external_id
+                    )
+                )
+                if contact is None:
+                    contact = Contact(source=source, external_id=external_id)
+                    session.add(contact)
+                contact.name = name or contact.name
+                contact.email = email or contact.email
+                contact.phone = phone or contact.phone
+                try:
+                    session.flush()
+                except IntegrityError:
+                    session.rollback()
+                    continue
+                return contact.id
+        raise RuntimeError(f"could not upsert contact {source}:{external_id}")
+
+    # --- outbox ---------------------------------------------------------------------
+
+    def claim_outbox(
+        self,
+        key: str,
+        *,
+        workflow_id: str,
+        channel: str,
+        recipient: str,
+        body: str,
+        message_class: str,
+        contact_id: int | None = None,
+    ) -> OutboxRow:
+        """Insert the row as ``pending`` unless it exists; either way return it as stored.
+
+        The unique key makes this the single decision point: a retried or replayed send finds
+        the row of its first attempt and acts on its status instead of sending again.
+        """
+        with self.sessions.begin() as session:
+            existing = session.scalar(
+                select(OutboxMessage).where(OutboxMessage.idempotency_key == key)
+            )
+            if existing is not None:
+                return OutboxRow.of(existing)
+        try:
+            with self.sessions.begin() as session:
+                row = OutboxMessage(
+                    idempotency_key=key,
+                    workflow_id=workflow_id,
+                    channel=channel,
+                    recipient=recipient,
+                    contact_id=contact_id,
+                    message_class=message_class,
+                    body=body,
+                    status=OutboxStatus.pending,
+                    attempts=0,
+                )
+                session.add(row)
+                session.flush()
+                return OutboxRow.of(row)
+        except IntegrityError:
+            found = self.get_outbox(key)
+            assert found is not None
+            return found
+
+    def get_outbox(self, key: str) -> OutboxRow | None:
+        with self.sessions() as session:
+            row = session.scalar(select(OutboxMessage).where(OutboxMessage.idempotency_key == key))
+            return None if row is None else OutboxRow.of(row)
+
+    def mark_outbox(
+        self,
+        key: str,
+        status: OutboxStatus,
+        *,
+        provider_message_id: str | None = None,
+        error: str | None = None,
+    ) -> OutboxRow:
+        with self.sessions.begin() as session:
+            row = session.scalar(
+                select(OutboxMessage).where(OutboxMessage.idempotency_key == key).with_for_update()
+            )
+            if row is None:
+                raise KeyError(key)
+            row.status = status
+            if status == OutboxStatus.sending:
+                row.attempts += 1
+            if provider_message_id is not None:
+                row.provider_message_id = provider_message_id
+            if error is not None:
+                row.error = error[:4000]
+            if status in (OutboxStatus.sent, OutboxStatus.sandboxed) and row.sent_at is None:
+                row.sent_at = utcnow()
+            session.flush()
+            return OutboxRow.of(row)
+
+    def list_outbox(
+        self, *, workflow_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[OutboxRow]:
+        query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+        if workflow_id:
+            query = query.where(OutboxMessage.workflow_id == workflow_id)
+        if status:
+            query = query.where(OutboxMessage.status == status)
+        with self.sessions() as session:
+            return [OutboxRow.of(row) for row in session.scalars(query)]
+
+    # --- follow-up outcomes -----------------------------------------------------------
+
+    def record_followup(self, record: FollowUpRecord) -> int:
+        """Upsert by (workflow id, run id): a retried recording activity writes one row."""
+        with self.sessions.begin() as session:
+            row = session.scalar(
+                select(FollowUp).where(
+                    FollowUp.workflow_id == record.workflow_id, FollowUp.run_id == record.run_id
+                )
+            )
+            if row is None:
+                row = FollowUp(workflow_id=record.workflow_id, run_id=record.run_id)
+                session.add(row)
+            row.helpdesk = record.helpdesk
+            row.conversation = record.conversation
+            row.contact_id = record.contact_id
+            row.status = record.status
+            row.steps = record.steps
+            row.fallback_used = record.fallback_used
+            row.tag_removed = record.tag_removed
+            row.failure_reason = record.failure_reason
+            row.started_at = record.started_at
+            row.finished_at = record.finished_at
+            session.flush()
+            return row.id
+
+    def list_followups(
+        self,
+        *,
+        status: list[str] | None = None,
+        conversation: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[FollowUpRecord]:
+        query = select(FollowUp).order_by(FollowUp.finished_at.desc(), FollowUp.id.desc())
+        if status:
+            query = query.where(FollowUp.status.in_(status))
+        if conversation:
+            query = query.where(FollowUp.conversation == conversation)
+        with self.sessions() as session:
+            rows = session.scalars(query.limit(limit).offset(offset))
+            return [FollowUpRecord.of(row) for row in rows]
+
+    def latest_followups(
+        self, helpdesk: str, conversations: list[str]
+    ) -> dict[str, FollowUpRecord]:
+        """The most recent outcome of each conversation that has one."""
+        if not conversations:
+            return {}
+        query = (
+            select(FollowUp)
+            .where(FollowUp.helpdesk == helpdesk, FollowUp.conversation.in_(conversations))
+            .order_by(FollowUp.finished_at.asc(), FollowUp.id.asc())
+        )
+        latest: dict[str, FollowUpRecord] = {}
+        with self.sessions() as session:
+            for row in session.scalars(query):
+                latest[row.conversation] = FollowUpRecord.of(row)
+        return latest
+
+    # --- API tokens -----------------------------------------------------------------
+
+    def create_token(self, role: Role, name: str = "") -> str:
+        token = "ndg_" + secrets.token_urlsafe(32)
+        with self.sessions.begin() as session:
+            session.add(
+                ApiToken(
+                    name=name or f"{role.value} token", role=role, token_hash=hash_token(token)
+                )
+            )
+        return token
+
+    def verify_token(self, token: str) -> TokenInfo | None:
+        with self.sessions.begin() as session:
+            row = session.scalar(
+                select(ApiToken).where(
+                    ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
+                )
+            )
+            if row is None:
+                return None
+            row.last_used_at = utcnow()
+            return TokenInfo(id=row.id, name=row.name, role=Role(row.role))
