@@ -143,6 +143,11 @@ class GeminiSettings(BaseModel):
     thinking_budget: int | None = 0
     """Thinking tokens count against the output limit; 0 turns thinking off where allowed."""
 
+    @field_validator("thinking_budget", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return None if value == "" else value
+
 
 class OpenAISettings(BaseModel):
     api_key: str = ""

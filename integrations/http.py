@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from email.utils import parsedate_to_datetime
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -35,7 +35,7 @@ def raise_for_status(provider: str, response: httpx.Response) -> None:
     status = response.status_code
     body = response.text[:2000]
     reason = f"HTTP {status} from {response.request.method} {response.request.url.path}"
-    if status == 429 or status >= 500:
+    if status in (408, 429) or status >= 500:
         raise RetryLater(
             provider,
             reason,
@@ -48,9 +48,7 @@ def raise_for_status(provider: str, response: httpx.Response) -> None:
     raise Rejected(provider, f"{reason}: {body[:300]}", status=status, body=body)
 
 
-async def send(
-    provider: str, call: Callable[[], Awaitable[httpx.Response]]
-) -> httpx.Response:
+async def send(provider: str, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
     """Run one request; transport failures become ``RetryLater``, statuses are classified."""
     try:
         response = await call()

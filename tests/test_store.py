@@ -20,13 +20,23 @@ def test_migrations_create_the_tables_and_run_twice(any_db_url: str, any_store: 
 
 def test_outbox_claim_is_decided_once_by_the_key(any_store: Store) -> None:
     first = any_store.claim_outbox(
-        "k1", workflow_id="wf", channel="reamaze", recipient="c1", body="hi", message_class="marketing"
+        "k1",
+        workflow_id="wf",
+        channel="reamaze",
+        recipient="c1",
+        body="hi",
+        message_class="marketing",
     )
     assert first.status == OutboxStatus.pending
     any_store.mark_outbox("k1", OutboxStatus.sending)
     any_store.mark_outbox("k1", OutboxStatus.sent, provider_message_id="p1")
     again = any_store.claim_outbox(
-        "k1", workflow_id="wf", channel="reamaze", recipient="c1", body="other", message_class="marketing"
+        "k1",
+        workflow_id="wf",
+        channel="reamaze",
+        recipient="c1",
+        body="other",
+        message_class="marketing",
     )
     assert again.status == OutboxStatus.sent
     assert again.body == "hi", "a second claim must not overwrite the first message"
@@ -42,7 +52,12 @@ def test_concurrent_claims_make_one_row(any_store: Store) -> None:
     def claim() -> None:
         try:
             row = any_store.claim_outbox(
-                "race", workflow_id="wf", channel="reamaze", recipient="c", body="b", message_class="marketing"
+                "race",
+                workflow_id="wf",
+                channel="reamaze",
+                recipient="c",
+                body="b",
+                message_class="marketing",
             )
             results.append(row.idempotency_key)
         except BaseException as exc:  # pragma: no cover - reported below
@@ -63,7 +78,9 @@ def test_mark_unknown_key_raises(any_store: Store) -> None:
         any_store.mark_outbox("missing", OutboxStatus.sent)
 
 
-def _record(conversation: str, run: str, status: str, minutes: int, tag_removed: bool) -> FollowUpRecord:
+def _record(
+    conversation: str, run: str, status: str, minutes: int, tag_removed: bool
+) -> FollowUpRecord:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     return FollowUpRecord(
         workflow_id=f"followup:reamaze:{conversation}",
@@ -103,8 +120,12 @@ def test_tokens_are_hashed_and_checked(any_store: Store) -> None:
 
 
 def test_contacts_upsert_by_source_and_external_id(any_store: Store) -> None:
-    first = any_store.upsert_contact("reamaze", "ann@example.com", name="Ann", email="ann@example.com")
-    second = any_store.upsert_contact("reamaze", "ann@example.com", name=None, email="ann@example.com")
+    first = any_store.upsert_contact(
+        "reamaze", "ann@example.com", name="Ann", email="ann@example.com"
+    )
+    second = any_store.upsert_contact(
+        "reamaze", "ann@example.com", name=None, email="ann@example.com"
+    )
     assert first == second
     other = any_store.upsert_contact("whatsapp", "ann@example.com")
     assert other != first

@@ -1,0 +1,38 @@
+"""Keep an activity visibly alive during a long outside call, without letting a cancel cut it.
+
+Heartbeats let the server notice a dead worker within seconds (the heartbeat timeout)
+instead of waiting out the whole start-to-close timeout. The call itself is shielded: once a
+message is on its way we let the provider answer and record the answer before honouring a
+cancel, so the outbox never holds a half-known send because of a cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from temporalio import activity
+
+T = TypeVar("T")
+
+HEARTBEAT_EVERY = 2.0
+
+
+async def shielded_with_heartbeat(call: Awaitable[T], *, every: float = HEARTBEAT_EVERY) -> T:
+    task: asyncio.Future[T] = asyncio.ensure_future(call)
+    cancelled = False
+    while not task.done():
+        activity.heartbeat()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=every)
+        except TimeoutError:
+            continue
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    result = task.result()
+    if cancelled:
+        raise asyncio.CancelledError()
+    return result

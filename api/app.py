@@ -1,0 +1,62 @@
+"""The HTTP service: the operators' REST API and the starter routes in one FastAPI app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from api import followups
+from api.deps import TemporalConnector
+from settings import Settings
+from starter import followups as start_followups
+from store.repo import Store
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
+    own_store = store is None
+    the_store = store or Store.from_url(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_store:
+            the_store.close()
+
+    app = FastAPI(
+        title="Nudge",
+        summary="Customer follow-ups and conversations on Temporal durable workflows",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = the_store
+    app.state.temporal = TemporalConnector(settings)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz(request: Request) -> JSONResponse:
+        """200 when the database and Temporal both answer, 503 naming what does not."""
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.to_thread(the_store.ping)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {exc.__class__.__name__}: {exc}"[:300]
+        try:
+            client = await request.app.state.temporal.get()
+            await asyncio.wait_for(client.service_client.check_health(), timeout=3)
+            checks["temporal"] = "ok"
+        except Exception as exc:
+            checks["temporal"] = f"error: {exc.__class__.__name__}: {exc}"[:300]
+        healthy = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unhealthy", **checks},
+            status_code=200 if healthy else 503,
+        )
+
+    app.include_router(followups.router)
+    app.include_router(start_followups.router)
+    return app

@@ -1,0 +1,86 @@
+"""Dependencies shared by the routers: the store, the Temporal client, the caller's token."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from temporalio.client import Client
+
+from settings import Settings
+from store.repo import Role, Store, TokenInfo
+from temporal_client import connect
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `nudge token create`")
+
+
+class TemporalConnector:
+    """Connects on first use and again after a failure, so the API starts before Temporal."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Client:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                self._client = await asyncio.wait_for(connect(self.settings), timeout=5)
+            return self._client
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_temporal(request: Request) -> Client:
+    connector: TemporalConnector = request.app.state.temporal
+    try:
+        return await connector.get()
+    except Exception as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal is not reachable: {exc}"
+        ) from exc
+
+
+async def current_token(
+    store: Annotated[Store, Depends(get_store)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TokenInfo:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "Authorization: Bearer <token> is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    token = await asyncio.to_thread(store.verify_token, credentials.credentials)
+    if token is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "unknown or revoked token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token
+
+
+async def admin_token(token: Annotated[TokenInfo, Depends(current_token)]) -> TokenInfo:
+    if token.role != Role.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin token")
+    return token
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+UserToken = Annotated[TokenInfo, Depends(current_token)]
+AdminToken = Annotated[TokenInfo, Depends(admin_token)]

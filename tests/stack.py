@@ -1,0 +1,98 @@
+"""A Nudge worker wired to fake providers: real HTTP, real database, real activities."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from settings import FollowupSettings, GeminiSettings, LLMSettings, ReamazeSettings, Settings
+from store.repo import Store
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.reamaze import FakeReamaze
+from tests.fakes.server import RunningServer, serve
+from worker import WORKFLOWS, build_activities
+
+SEED_CONFIG = {
+    "followup1_fallback_message": "Fallback one.",
+    "followup2_fallback_message": "Fallback two.",
+    "llm_prompt_followup1": "Step one prompt.\nConversation:\n{conversation_text}\n\nWrite only the message:",
+    "llm_prompt_followup2": "Step two prompt.\nConversation:\n{conversation_text}\n\nWrite only the message:",
+    "followup1_helpful_links_header": "\n\nHelpful Resources:",
+    "followup1_helpful_links": [{"text": "Plant Care Guides", "url": "https://shop.test/care"}],
+    "gemini_model": "gemini-1.5-flash-latest",
+    "gemini_summary_max_output_tokens": 250,
+    "gemini_summary_temperature": 0.5,
+    "poll_interval_minutes": 15,
+    "process_interval_minutes": 5,
+    "max_api_retries": 3,
+    "api_retry_delay_seconds": 5,
+}
+
+
+@dataclass
+class Fakes:
+    reamaze: FakeReamaze
+    gemini: FakeGemini
+    reamaze_server: RunningServer
+    gemini_server: RunningServer
+
+
+@contextmanager
+def running_fakes() -> Iterator[Fakes]:
+    reamaze, gemini = FakeReamaze(), FakeGemini()
+    with serve(reamaze.app) as reamaze_server, serve(gemini.app) as gemini_server:
+        yield Fakes(reamaze, gemini, reamaze_server, gemini_server)
+
+
+def settings_for(
+    fakes: Fakes,
+    database_url: str,
+    task_queue: str,
+    config_file: Path | None = None,
+    *,
+    waits: list[timedelta] | None = None,
+    llm: str = "gemini",
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        reamaze=ReamazeSettings(
+            brand="shop",
+            base_url=fakes.reamaze_server.url,
+            login_email=fakes.reamaze.login_email,
+            api_token=fakes.reamaze.api_token,
+            poll_interval=timedelta(seconds=1),
+            timeout=timedelta(seconds=5),
+        ),
+        followup=FollowupSettings(
+            waits=waits or [timedelta(minutes=30), timedelta(hours=24)], config_file=config_file
+        ),
+        llm=LLMSettings(provider=llm),
+        gemini=GeminiSettings(api_key=fakes.gemini.api_key, base_url=fakes.gemini_server.url),
+        temporal={"task_queue": task_queue},
+    )
+
+
+def write_seed_config(directory: Path) -> Path:
+    path = directory / "config.json"
+    path.write_text(json.dumps(SEED_CONFIG))
+    return path
+
+
+@asynccontextmanager
+async def nudge_worker(client: Client, settings: Settings, store: Store) -> AsyncIterator[Worker]:
+    async with build_activities(settings, store) as activities:
+        worker = Worker(
+            client,
+            task_queue=settings.temporal.task_queue,
+            workflows=list(WORKFLOWS),
+            activities=activities.all(),
+        )
+        async with worker:
+            yield worker

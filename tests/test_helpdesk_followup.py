@@ -1,0 +1,258 @@
+"""HelpdeskFollowUp and HelpdeskPoll on the time-skipping server: 30 min and 24 h in moments.
+
+The activities are the real ones, talking HTTP to fake Re:amaze and Gemini servers and
+writing to a real SQLite database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import CancelledError
+from temporalio.testing import WorkflowEnvironment
+
+from store.repo import FollowUpRecord, Store
+from tests.stack import Fakes, nudge_worker, running_fakes, settings_for, write_seed_config
+from workflows.helpdesk_followup import (
+    FollowUpInput,
+    FollowUpResult,
+    FollowUpStatus,
+    HelpdeskFollowUp,
+    workflow_id_for,
+)
+from workflows.helpdesk_poll import HelpdeskPoll, PollInput, PollResult
+
+TAG = "Needs-Sales-Followup"
+WAITS = [timedelta(minutes=30), timedelta(hours=24)]
+
+
+@dataclass
+class Rig:
+    env: WorkflowEnvironment
+    fakes: Fakes
+    store: Store
+    task_queue: str
+
+    def conversation(
+        self, *, tags: list[str] | None = None, first: str = "Do you ship monsteras?"
+    ) -> str:
+        slug = f"conv-{uuid.uuid4().hex[:8]}"
+        self.fakes.reamaze.add_conversation(slug, tags=[TAG, "vip"] if tags is None else tags)
+        self.fakes.reamaze.add_message(
+            slug, first, email="customer@example.com", created_at=datetime(2026, 1, 1, tzinfo=UTC)
+        )
+        return slug
+
+    async def start(
+        self, slug: str, waits: list[timedelta] = WAITS
+    ) -> WorkflowHandle[HelpdeskFollowUp, FollowUpResult]:
+        return await self.env.client.start_workflow(
+            HelpdeskFollowUp.run,
+            FollowUpInput(conversation=slug, waits=waits, trigger_tag=TAG),
+            id=workflow_id_for("reamaze", slug),
+            task_queue=self.task_queue,
+        )
+
+    def outcome(self, slug: str) -> FollowUpRecord:
+        records = self.store.list_followups(conversation=slug)
+        assert len(records) == 1, records
+        return records[0]
+
+    def bodies(self, slug: str) -> list[str]:
+        return [post["message"]["body"] for post in self.fakes.reamaze.posts_for(slug)]
+
+
+@pytest.fixture
+async def rig(
+    time_env: WorkflowEnvironment, store: Store, sqlite_url: str, task_queue: str, tmp_path: Path
+) -> AsyncIterator[Rig]:
+    with running_fakes() as fakes:
+        settings = settings_for(fakes, sqlite_url, task_queue, write_seed_config(tmp_path))
+        async with nudge_worker(time_env.client, settings, store):
+            yield Rig(time_env, fakes, store, task_queue)
+
+
+async def test_two_followups_then_tag_removed(rig: Rig) -> None:
+    rig.fakes.gemini.reply("Hi! Still thinking about the monstera?")
+    rig.fakes.gemini.reply("Just checking in once more about the monstera.")
+    slug = rig.conversation()
+    result = await (await rig.start(slug)).result()
+
+    assert result.status == FollowUpStatus.completed
+    posts = rig.fakes.reamaze.posts_for(slug)
+    assert len(posts) == 2
+    first, second = (post["message"] for post in posts)
+    assert first["body"].startswith("Hi! Still thinking about the monstera?")
+    assert "[Plant Care Guides](https://shop.test/care)" in first["body"], (
+        "step 1 carries the links"
+    )
+    assert "Plant Care Guides" not in second["body"]
+    assert first["suppress_autoresolve"] is True and second["suppress_autoresolve"] is True
+    assert first["origin_id"] != second["origin_id"]
+    assert first["origin_id"].startswith("nudge:")
+    assert rig.fakes.reamaze.tags(slug) == ["vip"], "the trigger tag is removed, the others kept"
+
+    # The prompt of the seed's config.json was used, with the conversation in it.
+    prompt = rig.fakes.gemini.requests[0]["contents"][0]["parts"][0]["text"]
+    assert prompt.startswith("Step one prompt.") and "Customer: Do you ship monsteras?" in prompt
+
+    outcome = rig.outcome(slug)
+    assert outcome.status == "completed" and outcome.tag_removed and not outcome.fallback_used
+    step1, step2 = outcome.steps
+    assert step1["sent_at"] and step2["sent_at"]
+    due1, fired1 = (
+        datetime.fromisoformat(step1["due_at"]),
+        datetime.fromisoformat(step1["fired_at"]),
+    )
+    due2 = datetime.fromisoformat(step2["due_at"])
+    assert (
+        outcome.started_at + timedelta(minutes=30)
+        <= due1
+        <= outcome.started_at + timedelta(minutes=31)
+    )
+    assert fired1 >= due1
+    # (workflow time: the time-skipping server jumps it; sent_at is the database's wall clock)
+    assert timedelta(hours=24) <= due2 - fired1 < timedelta(hours=24, minutes=1), (
+        "wait 2 follows step 1"
+    )
+
+
+async def test_purchase_before_first_step_sends_nothing(rig: Rig) -> None:
+    slug = rig.conversation()
+    rig.fakes.reamaze.add_message(slug, "Payment successful, thanks!", email="customer@example.com")
+    result = await (await rig.start(slug)).result()
+    assert result.status == FollowUpStatus.purchase_detected
+    assert rig.fakes.reamaze.posts_for(slug) == []
+    assert rig.outcome(slug).status == "purchase_detected"
+    assert TAG not in rig.fakes.reamaze.tags(slug)
+
+
+async def test_purchase_between_steps_stops_the_second(rig: Rig) -> None:
+    slug = rig.conversation()
+    handle = await rig.start(slug)
+    await rig.env.sleep(timedelta(minutes=31))
+    for _ in range(200):
+        if rig.fakes.reamaze.posts_for(slug):
+            break
+        await asyncio.sleep(0.05)
+    assert len(rig.fakes.reamaze.posts_for(slug)) == 1
+    rig.fakes.reamaze.add_message(slug, "I placed an order (#1001)", email="customer@example.com")
+    result = await handle.result()
+    assert result.status == FollowUpStatus.purchase_detected
+    assert len(rig.fakes.reamaze.posts_for(slug)) == 1
+    assert len(rig.outcome(slug).steps) == 1
+
+
+async def test_staff_and_our_own_words_are_not_purchases(rig: Rig) -> None:
+    rig.fakes.gemini.reply("Your order # is waiting whenever you are ready!")  # our own text
+    slug = rig.conversation()
+    rig.fakes.reamaze.add_message(
+        slug, "Use order #55 as reference", email="agent@shop.test", staff=True
+    )
+    result = await (await rig.start(slug)).result()
+    assert result.status == FollowUpStatus.completed
+    assert len(rig.fakes.reamaze.posts_for(slug)) == 2
+
+
+async def test_tag_removed_by_agent_stops_the_sequence(rig: Rig) -> None:
+    slug = rig.conversation()
+    rig.fakes.reamaze.set_tags(slug, ["vip"])
+    result = await (await rig.start(slug)).result()
+    assert result.status == FollowUpStatus.tag_removed
+    assert rig.fakes.reamaze.posts_for(slug) == []
+
+
+async def test_cancel_during_the_wait_removes_the_tag_and_records(rig: Rig) -> None:
+    slug = rig.conversation()
+    handle = await rig.start(slug)
+    await rig.env.sleep(timedelta(minutes=5))
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    assert rig.fakes.reamaze.posts_for(slug) == []
+    assert rig.fakes.reamaze.tags(slug) == ["vip"]
+    outcome = rig.outcome(slug)
+    assert outcome.status == "cancelled" and outcome.tag_removed
+
+
+async def test_deleted_conversation_ends_as_gone(rig: Rig) -> None:
+    slug = rig.conversation()
+    rig.fakes.reamaze.delete_conversation(slug)
+    result = await (await rig.start(slug)).result()
+    assert result.status == FollowUpStatus.conversation_gone
+    assert rig.outcome(slug).status == "conversation_gone"
+
+
+async def test_server_errors_are_retried_and_post_once(rig: Rig) -> None:
+    slug = rig.conversation()
+    rig.fakes.reamaze.fail_next("POST", f"/conversations/{slug}/messages", 500, times=2)
+    rig.fakes.reamaze.fail_next("GET", f"/conversations/{slug}", 429, times=1, retry_after="1")
+    result = await (await rig.start(slug)).result()
+    assert result.status == FollowUpStatus.completed
+    assert len(rig.fakes.reamaze.posts_for(slug)) == 2
+
+
+async def test_rejected_post_fails_with_a_reason(rig: Rig) -> None:
+    slug = rig.conversation()
+    rig.fakes.reamaze.fail_next(
+        "POST", f"/conversations/{slug}/messages", 422, body={"errors": {"body": ["is invalid"]}}
+    )
+    result = await (await rig.start(slug)).result()
+    assert result.status == FollowUpStatus.failed
+    assert result.reason and "422" in result.reason
+    outcome = rig.outcome(slug)
+    assert outcome.status == "failed" and outcome.failure_reason and "422" in outcome.failure_reason
+    assert outcome.tag_removed
+
+
+async def test_llm_down_sends_the_fallback_and_says_so(rig: Rig) -> None:
+    rig.fakes.gemini.fail_next(500, times=10)
+    slug = rig.conversation()
+    result = await (await rig.start(slug, waits=[timedelta(minutes=30)])).result()
+    assert result.status == FollowUpStatus.completed
+    body = rig.bodies(slug)[0]
+    assert body.startswith("Fallback one.") and "Plant Care Guides" in body
+    outcome = rig.outcome(slug)
+    assert outcome.fallback_used
+    assert "after 3 attempts" in (outcome.steps[0]["fallback_reason"] or "")
+    assert len(rig.fakes.gemini.requests) == 3
+
+
+async def test_blocked_or_placeholder_output_uses_the_fallback(rig: Rig) -> None:
+    rig.fakes.gemini.reply_blocked()
+    rig.fakes.gemini.reply("Hi [Customer Name], still keen?")
+    slug = rig.conversation()
+    await (await rig.start(slug)).result()
+    assert rig.bodies(slug)[0].startswith("Fallback one.")
+    assert rig.bodies(slug)[1] == "Fallback two."
+    reasons = [step["fallback_reason"] for step in rig.outcome(slug).steps]
+    assert "blocked" in reasons[0] and "placeholder" in reasons[1]
+
+
+async def test_poll_starts_one_sequence_per_tagged_conversation(rig: Rig) -> None:
+    rig.fakes.reamaze.page_size = 2
+    slugs = [rig.conversation() for _ in range(3)]
+    rig.conversation(tags=["other"])
+    poll = PollInput(trigger_tag=TAG, waits=[timedelta(minutes=30)])
+
+    async def run_poll(n: int) -> PollResult:
+        return await rig.env.client.execute_workflow(
+            HelpdeskPoll.run, poll, id=f"poll-{n}-{rig.task_queue}", task_queue=rig.task_queue
+        )
+
+    first = await run_poll(1)
+    ours = set(first.started) & {workflow_id_for("reamaze", s) for s in slugs}
+    assert len(ours) == 3
+    second = await run_poll(2)  # the same conversations again, while their sequences run
+    assert not set(second.started) & ours
+    for slug in slugs:
+        await rig.env.client.get_workflow_handle(workflow_id_for("reamaze", slug)).result()
+        assert len(rig.fakes.reamaze.posts_for(slug)) == 1

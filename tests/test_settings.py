@@ -1,0 +1,92 @@
+"""The settings contract: env names, duration syntax, and .env.example listing every setting."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from settings import Settings, parse_duration
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_names(model: type[BaseModel], prefix: str = "NUDGE_") -> set[str]:
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= env_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.add(f"{prefix}{name.upper()}")
+    return names
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90s", 90), ("30m", 1800), ("24h", 86400), ("3d", 259200), ("45", 45), (" 1.5h ", 5400)],
+)
+def test_durations(text: str, expected: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=expected)
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "5w", "-3m", "30 mins"])
+def test_bad_durations_say_how_to_write_them(text: str) -> None:
+    with pytest.raises(ValueError, match="write it like 90s, 30m, 24h or 3d"):
+        parse_duration(text)
+
+
+def test_env_names_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GOOGLE_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NUDGE_FOLLOWUP__WAITS", "1s, 2m,3h")
+    monkeypatch.setenv("NUDGE_REAMAZE__BRAND", "plant-addicts")
+    monkeypatch.setenv("NUDGE_REAMAZE__POLL_INTERVAL", "2m")
+    monkeypatch.setenv("NUDGE_REAMAZE__REMOVE_TAG_ON_FINISH", "false")
+    monkeypatch.setenv("NUDGE_TEMPORAL__TASK_QUEUE", "q1")
+    settings = Settings(_env_file=None)
+    assert settings.followup.waits == [
+        timedelta(seconds=1),
+        timedelta(minutes=2),
+        timedelta(hours=3),
+    ]
+    assert settings.reamaze.base_url == "https://plant-addicts.reamaze.io/api/v1"
+    assert settings.reamaze.poll_interval == timedelta(minutes=2)
+    assert settings.reamaze.remove_tag_on_finish is False
+    assert settings.reamaze.trigger_tag == "Needs-Sales-Followup"
+    assert settings.temporal.task_queue == "q1"
+    assert settings.database_url == "sqlite:///.nudge/nudge.db"
+    assert settings.llm_provider == "none"
+    assert not settings.gemini.model.startswith("gemini-1.5")
+
+
+def test_gemini_key_from_google_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "from-gemini")
+    monkeypatch.setenv("GOOGLE_API_KEY", "from-google")
+    settings = Settings(_env_file=None)
+    assert settings.gemini.api_key == "from-google"
+    assert settings.llm_provider == "gemini"
+    monkeypatch.setenv("NUDGE_GEMINI__API_KEY", "explicit")
+    assert Settings(_env_file=None).gemini.api_key == "explicit"
+
+
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NUDGE_FOLLOWUP__WAITS", "30m,soon")
+    with pytest.raises(ValidationError, match=r"followup\.waits"):
+        Settings(_env_file=None)
+
+
+def test_env_example_lists_every_setting_and_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = ROOT / ".env.example"
+    listed = {
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in example.read_text().splitlines()
+        if "=" in line and line.lstrip("# ").startswith("NUDGE_")
+    }
+    missing = env_names(Settings) - listed
+    assert not missing, f".env.example does not list {sorted(missing)}"
+    unknown = listed - env_names(Settings)
+    assert not unknown, f".env.example lists settings that do not exist: {sorted(unknown)}"
+    Settings(_env_file=example)

@@ -1,0 +1,172 @@
+"""The one worker: every workflow and activity of Nudge on one task queue.
+
+``python worker.py`` (or ``nudge worker``) runs it. Clients for the outside world are built
+here once and injected into the activity classes; tests build the same classes with clients
+pointed at fake servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.worker import Worker
+
+from activities.followup_config import load_followup_texts
+from activities.helpdesk import HelpdeskActivities
+from activities.writer import WriterActivities
+from integrations.llm import TextGenerator, build_generator
+from integrations.reamaze import ReamazeClient
+from settings import Settings, get_settings
+from store.repo import Store
+from temporal_client import connect
+from workflows.helpdesk_followup import HelpdeskFollowUp
+from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
+
+log = logging.getLogger("nudge.worker")
+
+WORKFLOWS: Sequence[type] = (HelpdeskFollowUp, HelpdeskPoll)
+
+
+@dataclass
+class Activities:
+    helpdesk: HelpdeskActivities
+    writer: WriterActivities
+
+    def all(self) -> list[Any]:
+        return [
+            self.helpdesk.find_tagged_conversations,
+            self.helpdesk.read_conversation,
+            self.helpdesk.post_reply,
+            self.helpdesk.remove_trigger_tag,
+            self.helpdesk.record_outcome,
+            self.writer.write_followup,
+        ]
+
+
+RETIRED_MODEL_PREFIXES = ("gemini-1.0", "gemini-1.5", "gemini-pro")
+
+
+def _llm(settings: Settings, config_model: str | None) -> TextGenerator | None:
+    """The seed's config.json may name a Gemini model; honour it unless it is retired."""
+    if config_model and settings.llm_provider == "gemini":
+        if config_model.startswith(RETIRED_MODEL_PREFIXES):
+            log.warning(
+                "config file names the retired model %s; using %s",
+                config_model,
+                settings.gemini.model,
+            )
+        else:
+            settings = settings.model_copy(
+                update={"gemini": settings.gemini.model_copy(update={"model": config_model})}
+            )
+    return build_generator(settings)
+
+
+@asynccontextmanager
+async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Activities]:
+    texts = load_followup_texts(settings.followup.config_file)
+    reamaze = None
+    if settings.reamaze.configured:
+        reamaze = ReamazeClient(
+            settings.reamaze.base_url,
+            settings.reamaze.login_email,
+            settings.reamaze.api_token,
+            timeout=settings.reamaze.timeout.total_seconds(),
+        )
+    else:
+        log.warning("Re:amaze is not configured: follow-ups are recorded in the outbox only")
+    generator = _llm(settings, texts.model)
+    try:
+        yield Activities(
+            helpdesk=HelpdeskActivities(reamaze, store, settings.reamaze, settings.followup),
+            writer=WriterActivities(generator, texts, max_chars=settings.followup.max_chars),
+        )
+    finally:
+        if reamaze is not None:
+            await reamaze.aclose()
+        close = getattr(generator, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def ensure_schedules(client: Client, settings: Settings) -> None:
+    """Create or update the poll schedule so that a settings change takes effect on restart."""
+    if not settings.reamaze.configured:
+        return
+    schedule_id = schedule_id_for("reamaze", settings.temporal.task_queue)
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            HelpdeskPoll.run,
+            PollInput(
+                trigger_tag=settings.reamaze.trigger_tag,
+                waits=settings.followup.waits,
+                remove_tag_on_finish=settings.reamaze.remove_tag_on_finish,
+            ),
+            id=f"{schedule_id}:run",
+            task_queue=settings.temporal.task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.reamaze.poll_interval)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(schedule_id, schedule, trigger_immediately=True)
+        log.info("created schedule %s every %s", schedule_id, settings.reamaze.poll_interval)
+    except ScheduleAlreadyRunningError:
+        handle = client.get_schedule_handle(schedule_id)
+
+        def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=schedule)
+
+        await handle.update(replace)
+
+
+async def run_worker(settings: Settings, *, client: Client | None = None) -> None:
+    store = Store.from_url(settings.database_url)
+    client = client or await connect(settings)
+    try:
+        async with build_activities(settings, store) as activities:
+            await ensure_schedules(client, settings)
+            worker = Worker(
+                client,
+                task_queue=settings.temporal.task_queue,
+                workflows=list(WORKFLOWS),
+                activities=activities.all(),
+                max_concurrent_activities=200,
+            )
+            log.info(
+                "worker on task queue %s at %s",
+                settings.temporal.task_queue,
+                settings.temporal.address,
+            )
+            await worker.run()
+    finally:
+        store.close()
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""HelpdeskFollowUp: timed follow-ups on one tagged helpdesk conversation (seed 000).
+
+For each step: wait, read the conversation, stop if the customer bought or an agent took the
+tag off, else write the message and send it. However it ends (all sent, purchase, tag
+removed, conversation deleted, cancelled), take the tag off and record the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.helpdesk import (
+        HelpdeskActivities,
+        PostReplyInput,
+        ReadConversationInput,
+        RecordOutcomeInput,
+        RemoveTagInput,
+        StepOutcome,
+    )
+    from activities.writer import WRITE_ATTEMPTS, WriterActivities, WriteRequest
+    from workflows.search_attributes import CHANNEL, CONTACT_ID, NUDGE_KIND, NUDGE_STATUS
+
+KIND = "helpdesk_followup"
+
+HELPDESK_API = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    non_retryable_error_types=["Rejected", "NotFound", "ConversationGone", "NotConfigured"],
+)
+"""Transient helpdesk faults (5xx, 429, timeouts) are retried until HELPDESK_PATIENCE runs out."""
+HELPDESK_PATIENCE = timedelta(hours=6)
+LLM_API = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=WRITE_ATTEMPTS,
+)
+BOOKKEEPING = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
+)
+
+
+class FollowUpStatus(StrEnum):
+    completed = "completed"
+    purchase_detected = "purchase_detected"
+    tag_removed = "tag_removed"
+    conversation_gone = "conversation_gone"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+@dataclass
+class FollowUpInput:
+    conversation: str
+    waits: list[timedelta]
+    trigger_tag: str
+    remove_tag_on_finish: bool = True
+    helpdesk: str = "reamaze"
+    subject: str = ""
+
+
+@dataclass
+class FollowUpResult:
+    status: FollowUpStatus
+    steps: list[StepOutcome] = field(default_factory=list)
+    reason: str | None = None
+    tag_removed: bool = False
+
+
+def workflow_id_for(helpdesk: str, conversation: str) -> str:
+    return f"followup:{helpdesk}:{conversation}"
+
+
+@workflow.defn
+class HelpdeskFollowUp:
+    def __init__(self) -> None:
+        self._status = "starting"
+        self._steps: list[StepOutcome] = []
+        self._contact_id: int | None = None
+
+    @workflow.query
+    def status(self) -> str:
+        return self._status
+
+    @workflow.run
+    async def run(self, request: FollowUpInput) -> FollowUpResult:
+        started_at = workflow.now()
+        workflow.upsert_search_attributes(
+            [NUDGE_KIND.value_set(KIND), CHANNEL.value_set(request.helpdesk)]
+        )
+        status, reason = FollowUpStatus.completed, None
+        try:
+            status = await self._run_steps(request)
+        except asyncio.CancelledError:
+            await self._finish(request, FollowUpStatus.cancelled, None, started_at)
+            raise
+        except ActivityError as error:
+            status, reason = _classify(error)
+        return await self._finish(request, status, reason, started_at)
+
+    async def _run_steps(self, request: FollowUpInput) -> FollowUpStatus:
+        info = workflow.info()
+        for number, wait in enumerate(request.waits, start=1):
+            self._set_status(f"waiting_step_{number}")
+            step = StepOutcome(step=number, due_at=workflow.now() + wait)
+            await workflow.sleep(wait)
+            step.fired_at = workflow.now()
+
+            snapshot = await workflow.execute_activity_method(
+                HelpdeskActivities.read_conversation,
+                ReadConversationInput(request.conversation, request.trigger_tag),
+                start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=HELPDESK_PATIENCE,
+                retry_policy=HELPDESK_API,
+            )
+            self._note_contact(snapshot.contact_id)
+            if snapshot.purchase_seen:
+                return FollowUpStatus.purchase_detected
+            if not snapshot.tag_present:
+                return FollowUpStatus.tag_removed
+
+            self._set_status(f"sending_step_{number}")
+            draft = await workflow.execute_activity_method(
+                WriterActivities.write_followup,
+                WriteRequest(step=number, transcript=snapshot.transcript),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=LLM_API,
+            )
+            step.fallback_used, step.fallback_reason = draft.fallback_used, draft.reason
+            step.outbox_key = f"nudge:{info.run_id}:step-{number}"
+            self._steps.append(step)
+            sent = await workflow.execute_activity_method(
+                HelpdeskActivities.post_reply,
+                PostReplyInput(
+                    conversation=request.conversation,
+                    body=draft.text,
+                    idempotency_key=step.outbox_key,
+                    workflow_id=info.workflow_id,
+                    contact_id=self._contact_id,
+                ),
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=HELPDESK_PATIENCE,
+                retry_policy=HELPDESK_API,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            step.sent_at, step.send_status = sent.sent_at, sent.status
+        return FollowUpStatus.completed
+
+    async def _finish(
+        self,
+        request: FollowUpInput,
+        status: FollowUpStatus,
+        reason: str | None,
+        started_at: datetime,
+    ) -> FollowUpResult:
+        self._set_status("finishing")
+        tag_removed = False
+        if request.remove_tag_on_finish and status != FollowUpStatus.conversation_gone:
+            try:
+                tag_removed = await workflow.execute_activity_method(
+                    HelpdeskActivities.remove_trigger_tag,
+                    RemoveTagInput(request.conversation, request.trigger_tag),
+                    start_to_close_timeout=timedelta(minutes=1),
+                    schedule_to_close_timeout=timedelta(hours=1),
+                    retry_policy=HELPDESK_API,
+                )
+            except ActivityError as error:
+                # The outcome still gets recorded; the poller will not restart on a leftover tag.
+                reason = f"{reason + '; ' if reason else ''}tag not removed: {_cause(error)}"
+        info = workflow.info()
+        await workflow.execute_activity_method(
+            HelpdeskActivities.record_outcome,
+            RecordOutcomeInput(
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                conversation=request.conversation,
+                status=status.value,
+                started_at=started_at,
+                finished_at=workflow.now(),
+                steps=self._steps,
+                tag_removed=tag_removed,
+                failure_reason=reason,
+                contact_id=self._contact_id,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=BOOKKEEPING,
+        )
+        self._set_status(status.value)
+        return FollowUpResult(
+            status=status, steps=self._steps, reason=reason, tag_removed=tag_removed
+        )
+
+    def _set_status(self, status: str) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
+
+    def _note_contact(self, contact_id: int | None) -> None:
+        if contact_id is not None and contact_id != self._contact_id:
+            self._contact_id = contact_id
+            workflow.upsert_search_attributes([CONTACT_ID.value_set(str(contact_id))])
+
+
+def _cause(error: ActivityError) -> str:
+    cause = error.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or error)
+
+
+def _classify(error: ActivityError) -> tuple[FollowUpStatus, str]:
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type in ("ConversationGone", "NotFound"):
+        return FollowUpStatus.conversation_gone, cause.message
+    return FollowUpStatus.failed, _cause(error)

@@ -1,0 +1,88 @@
+"""HelpdeskPoll: run by a Temporal Schedule, starts one HelpdeskFollowUp per tagged conversation.
+
+The follow-up's workflow id is the conversation's, so a conversation polled again (or
+re-tagged) while its sequence runs cannot get a second one: the start is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.helpdesk import FindTaggedInput, HelpdeskActivities
+    from workflows.helpdesk_followup import (
+        HELPDESK_API,
+        KIND,
+        FollowUpInput,
+        HelpdeskFollowUp,
+        workflow_id_for,
+    )
+    from workflows.search_attributes import NUDGE_KIND, at_start
+
+
+@dataclass
+class PollInput:
+    trigger_tag: str
+    waits: list[timedelta]
+    remove_tag_on_finish: bool = True
+    helpdesk: str = "reamaze"
+
+
+@dataclass
+class PollResult:
+    found: int
+    started: list[str]
+    already_running: int
+
+
+def schedule_id_for(helpdesk: str, task_queue: str = "nudge") -> str:
+    """``helpdesk-poll:reamaze``; deployments on other task queues get their own schedule."""
+    suffix = "" if task_queue == "nudge" else f"@{task_queue}"
+    return f"helpdesk-poll:{helpdesk}{suffix}"
+
+
+@workflow.defn
+class HelpdeskPoll:
+    @workflow.run
+    async def run(self, request: PollInput) -> PollResult:
+        workflow.upsert_search_attributes([NUDGE_KIND.value_set("helpdesk_poll")])
+        tagged = await workflow.execute_activity_method(
+            HelpdeskActivities.find_tagged_conversations,
+            FindTaggedInput(tag=request.trigger_tag),
+            start_to_close_timeout=timedelta(minutes=5),
+            # A poll that cannot finish before the next one is simply superseded by it.
+            schedule_to_close_timeout=timedelta(minutes=10),
+            retry_policy=HELPDESK_API,
+        )
+        started: list[str] = []
+        running = 0
+        for conversation in tagged:
+            workflow_id = workflow_id_for(request.helpdesk, conversation.slug)
+            try:
+                await workflow.start_child_workflow(
+                    HelpdeskFollowUp.run,
+                    FollowUpInput(
+                        conversation=conversation.slug,
+                        waits=request.waits,
+                        trigger_tag=request.trigger_tag,
+                        remove_tag_on_finish=request.remove_tag_on_finish,
+                        helpdesk=request.helpdesk,
+                        subject=conversation.subject,
+                    ),
+                    id=workflow_id,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    search_attributes=at_start(KIND, "waiting_step_1", request.helpdesk),
+                    static_summary=f"Follow-up on {request.helpdesk} conversation "
+                    f"{conversation.slug}: {conversation.subject}"[:200],
+                )
+            except WorkflowAlreadyStartedError:
+                running += 1
+                continue
+            started.append(workflow_id)
+        return PollResult(found=len(tagged), started=started, already_running=running)
