@@ -67,8 +67,8 @@ class CancelOut(BaseModel):
 
 @router.get("", response_model=list[FollowUpOut])
 async def list_followups(
-    store: StoreDep,
     _: UserToken,
+    store: StoreDep,
     status_: Annotated[list[FinalStatus] | None, Query(alias="status")] = None,
     conversation: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -87,7 +87,7 @@ async def list_followups(
 
 @router.get("/running", response_model=list[RunningFollowUp])
 async def list_running(
-    client: TemporalDep, _: UserToken, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    _: UserToken, client: TemporalDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[RunningFollowUp]:
     """Sequences still waiting or sending, from Temporal's visibility store."""
     found: list[RunningFollowUp] = []
@@ -109,7 +109,7 @@ async def list_running(
 @router.post(
     "/{workflow_id}/cancel", response_model=CancelOut, status_code=status.HTTP_202_ACCEPTED
 )
-async def cancel_followup(workflow_id: str, client: TemporalDep, _: AdminToken) -> CancelOut:
+async def cancel_followup(workflow_id: str, _: AdminToken, client: TemporalDep) -> CancelOut:
     """Ends the sequence as `cancelled`; its clean-up removes the tag and records the outcome."""
     if not workflow_id.startswith("followup:"):
         raise HTTPException(

@@ -39,7 +39,7 @@ class Started(BaseModel):
 
 @router.post("/followups", response_model=Started, status_code=status.HTTP_201_CREATED)
 async def start_followup(
-    body: StartFollowUp, client: TemporalDep, settings: SettingsDep, _: AdminToken
+    body: StartFollowUp, _: AdminToken, client: TemporalDep, settings: SettingsDep
 ) -> Started:
     waits = body.waits or settings.followup.waits
     if not waits:
@@ -71,7 +71,7 @@ async def start_followup(
 
 
 @router.post("/helpdesk/poll", status_code=status.HTTP_202_ACCEPTED)
-async def poll_now(client: TemporalDep, settings: SettingsDep, _: AdminToken) -> dict[str, str]:
+async def poll_now(_: AdminToken, client: TemporalDep, settings: SettingsDep) -> dict[str, str]:
     """Trigger the poll schedule now instead of at its next interval."""
     schedule_id = schedule_id_for("reamaze", settings.temporal.task_queue)
     handle: ScheduleHandle = client.get_schedule_handle(schedule_id)

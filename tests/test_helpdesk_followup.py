@@ -256,3 +256,39 @@ async def test_poll_starts_one_sequence_per_tagged_conversation(rig: Rig) -> Non
     for slug in slugs:
         await rig.env.client.get_workflow_handle(workflow_id_for("reamaze", slug)).result()
         assert len(rig.fakes.reamaze.posts_for(slug)) == 1
+
+
+async def test_poll_skips_a_tag_left_behind_by_a_finished_sequence(rig: Rig) -> None:
+    leftover = rig.conversation()
+    rig.store.record_followup(
+        FollowUpRecord(
+            workflow_id=workflow_id_for("reamaze", leftover),
+            run_id="earlier",
+            helpdesk="reamaze",
+            conversation=leftover,
+            status="completed",
+            started_at=datetime(2026, 1, 1, tzinfo=UTC),
+            finished_at=datetime(2026, 1, 2, tzinfo=UTC),
+            tag_removed=False,  # e.g. NUDGE_REAMAZE__REMOVE_TAG_ON_FINISH=false
+        )
+    )
+    retagged = rig.conversation()
+    rig.store.record_followup(
+        FollowUpRecord(
+            workflow_id=workflow_id_for("reamaze", retagged),
+            run_id="earlier",
+            helpdesk="reamaze",
+            conversation=retagged,
+            status="completed",
+            started_at=datetime(2026, 1, 1, tzinfo=UTC),
+            finished_at=datetime(2026, 1, 2, tzinfo=UTC),
+            tag_removed=True,  # we took it off; an agent put it back: a new request
+        )
+    )
+    result = await rig.env.client.execute_workflow(
+        HelpdeskPoll.run,
+        PollInput(trigger_tag=TAG, waits=[timedelta(minutes=30)]),
+        id=f"poll-{rig.task_queue}",
+        task_queue=rig.task_queue,
+    )
+    assert result.started == [workflow_id_for("reamaze", retagged)]

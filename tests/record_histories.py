@@ -1,0 +1,87 @@
+"""Record workflow histories for the replay test: `python -m tests.record_histories`.
+
+Run it only when a workflow gains a new path worth guarding; never to "fix" a failing replay
+test - that failure means a change needs `workflow.patched`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from store.db import upgrade
+from store.repo import Store
+from tests.conftest import SEARCH_ATTRIBUTES, temporal_test_server
+from tests.stack import nudge_worker, running_fakes, settings_for, write_seed_config
+from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, workflow_id_for
+
+HERE = Path(__file__).with_name("histories")
+TAG = "Needs-Sales-Followup"
+WAITS = [timedelta(minutes=30), timedelta(hours=24)]
+
+
+async def save(client: Client, workflow_id: str, name: str) -> None:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+
+
+async def main() -> None:
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_test_server(), data_converter=pydantic_data_converter
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace="default",
+            search_attributes={
+                k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES
+            },
+        )
+    )
+    workdir = Path(tempfile.mkdtemp())
+    url = f"sqlite:///{workdir / 'nudge.db'}"
+    upgrade(url)
+    store = Store.from_url(url)
+    with running_fakes() as fakes:
+        settings = settings_for(fakes, url, "record", write_seed_config(workdir))
+        async with nudge_worker(env.client, settings, store):
+            for name in ("completed", "purchase", "cancelled"):
+                slug = f"{name}-{uuid.uuid4().hex[:6]}"
+                fakes.reamaze.add_conversation(slug, tags=[TAG])
+                fakes.reamaze.add_message(
+                    slug,
+                    "Hello?",
+                    email="c@example.com",
+                    created_at=datetime(2026, 1, 1, tzinfo=UTC),
+                )
+                if name == "purchase":
+                    fakes.reamaze.add_message(slug, "payment successful", email="c@example.com")
+                handle = await env.client.start_workflow(
+                    HelpdeskFollowUp.run,
+                    FollowUpInput(conversation=slug, waits=WAITS, trigger_tag=TAG),
+                    id=workflow_id_for("reamaze", slug),
+                    task_queue="record",
+                )
+                if name == "cancelled":
+                    await env.sleep(timedelta(minutes=40))
+                    await handle.cancel()
+                try:
+                    await handle.result()
+                except Exception:
+                    pass
+                await save(env.client, handle.id, f"helpdesk_followup_{name}")
+    store.close()
+    await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
