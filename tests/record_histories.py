@@ -18,9 +18,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from store.db import upgrade
 from store.repo import Store
-from tests.conftest import SEARCH_ATTRIBUTES, temporal_test_server
+from tests.conftest import temporal_test_server
 from tests.stack import nudge_worker, running_fakes, settings_for, write_seed_config
 from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, workflow_id_for
+from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 HERE = Path(__file__).with_name("histories")
 TAG = "Needs-Sales-Followup"
