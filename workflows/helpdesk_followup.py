@@ -93,9 +93,11 @@ class HelpdeskFollowUp:
     @workflow.run
     async def run(self, request: FollowUpInput) -> FollowUpResult:
         started_at = workflow.now()
-        workflow.upsert_search_attributes(
-            [NUDGE_KIND.value_set(KIND), CHANNEL.value_set(request.helpdesk)]
-        )
+        if workflow.info().typed_search_attributes.get(NUDGE_KIND) is None:
+            # Started without them (e.g. by `temporal workflow start`): set them once.
+            workflow.upsert_search_attributes(
+                [NUDGE_KIND.value_set(KIND), CHANNEL.value_set(request.helpdesk)]
+            )
         status, reason = FollowUpStatus.completed, None
         try:
             status = await self._run_steps(request)
@@ -127,7 +129,7 @@ class HelpdeskFollowUp:
             if not snapshot.tag_present:
                 return FollowUpStatus.tag_removed
 
-            self._set_status(f"sending_step_{number}")
+            self._set_status(f"sending_step_{number}", searchable=False)
             draft = await workflow.execute_activity_method(
                 WriterActivities.write_followup,
                 WriteRequest(step=number, transcript=snapshot.transcript),
@@ -162,7 +164,7 @@ class HelpdeskFollowUp:
         reason: str | None,
         started_at: datetime,
     ) -> FollowUpResult:
-        self._set_status("finishing")
+        self._set_status("finishing", searchable=False)
         tag_removed = False
         if request.remove_tag_on_finish and status != FollowUpStatus.conversation_gone:
             try:
@@ -199,9 +201,13 @@ class HelpdeskFollowUp:
             status=status, steps=self._steps, reason=reason, tag_removed=tag_removed
         )
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: str, *, searchable: bool = True) -> None:
+        """Every phase shows in the ``status`` query; only the waits and the ending go to the
+        ``NudgeStatus`` search attribute, since each upsert costs the cluster a visibility write."""
         self._status = status
-        workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
+        current = workflow.info().typed_search_attributes.get(NUDGE_STATUS)
+        if searchable and current != status:
+            workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
 
     def _note_contact(self, contact_id: int | None) -> None:
         if contact_id is not None and contact_id != self._contact_id:
