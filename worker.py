@@ -93,7 +93,9 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
             timeout=settings.reamaze.timeout.total_seconds(),
         )
     else:
-        log.warning("Re:amaze is not configured: no poll schedule, and follow-ups cannot read or post")
+        log.warning(
+            "Re:amaze is not configured: no poll schedule, and follow-ups cannot read or post"
+        )
     generator = _llm(settings, texts.model)
     try:
         yield Activities(
@@ -165,7 +167,8 @@ async def run_worker(settings: Settings, *, client: Client | None = None) -> Non
                 await asyncio.wait_for(
                     ensure_search_attributes(client, settings.temporal.namespace), timeout=15
                 )
-            except (RPCError, TimeoutError) as error:  # e.g. no operator permission: registered out of band
+            except (RPCError, TimeoutError) as error:
+                # e.g. no operator permission: the cluster registers them out of band
                 log.warning("could not check the search attributes: %s", error)
             await ensure_schedules(client, settings)
             worker = Worker(
