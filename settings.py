@@ -139,11 +139,14 @@ class GeminiSettings(BaseModel):
     api_key: str = Field(default_factory=lambda: _env_first("GOOGLE_API_KEY", "GEMINI_API_KEY"))
     base_url: str = ""
     """Empty means Google's own endpoint."""
-    model: str = "gemini-2.5-flash"
+    model: str = "gemini-3.5-flash"
+    thinking_level: Literal["minimal", "low", "medium", "high"] | None = "minimal"
+    """Gemini 3 and later: thinking tokens count against the output limit, so a short
+    follow-up wants the least thinking ("minimal" is for Flash models; Pro takes "low")."""
     thinking_budget: int | None = 0
-    """Thinking tokens count against the output limit; 0 turns thinking off where allowed."""
+    """Gemini 2.x: the thinking token budget; 0 turns thinking off where allowed."""
 
-    @field_validator("thinking_budget", mode="before")
+    @field_validator("thinking_budget", "thinking_level", mode="before")
     @classmethod
     def _empty_is_default(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -139,6 +139,10 @@ def _google_retry_delay(details: Any) -> float | None:
     return None
 
 
+_BUDGET_MODELS = ("gemini-1", "gemini-2")
+"""Model families configured by a thinking token budget rather than a thinking level."""
+
+
 class GeminiGenerator:
     provider = "gemini"
 
@@ -149,12 +153,16 @@ class GeminiGenerator:
         *,
         base_url: str = "",
         thinking_budget: int | None = 0,
+        thinking_level: str | None = "minimal",
         timeout: float = 30.0,
     ) -> None:
-        """``thinking_budget=None`` leaves thinking to the model (2.5 Pro rejects 0)."""
+        """Gemini 2.x models take ``thinking_budget`` (0 turns thinking off; 2.5 Pro rejects
+        0), Gemini 3 and later take ``thinking_level``; sending both is a 400, so each model
+        gets the one it understands. None leaves thinking to the model."""
         self.model = model
         self.name = f"{self.provider}:{model}"
         self.thinking_budget = thinking_budget
+        self.thinking_level = thinking_level
         self._client = genai.Client(
             api_key=api_key,
             # Pinned so GOOGLE_GENAI_USE_VERTEXAI in the environment cannot reroute the key.
@@ -168,6 +176,17 @@ class GeminiGenerator:
             ),
         )
 
+    def _thinking_config(self) -> genai_types.ThinkingConfig | None:
+        if self.model.startswith(_BUDGET_MODELS):
+            if self.thinking_budget is None:
+                return None
+            return genai_types.ThinkingConfig(thinking_budget=self.thinking_budget)
+        if self.thinking_level is None:
+            return None
+        return genai_types.ThinkingConfig(
+            thinking_level=genai_types.ThinkingLevel(self.thinking_level.upper())
+        )
+
     async def generate(
         self,
         prompt: str,
@@ -178,11 +197,7 @@ class GeminiGenerator:
         config = genai_types.GenerateContentConfig(
             temperature=temperature,
             max_output_tokens=max_output_tokens,
-            thinking_config=(
-                genai_types.ThinkingConfig(thinking_budget=self.thinking_budget)
-                if self.thinking_budget is not None
-                else None
-            ),
+            thinking_config=self._thinking_config(),
         )
         try:
             response = await self._client.aio.models.generate_content(
@@ -286,6 +301,7 @@ def build_generator(settings: Settings) -> TextGenerator | None:
             settings.gemini.model,
             base_url=settings.gemini.base_url,
             thinking_budget=settings.gemini.thinking_budget,
+            thinking_level=settings.gemini.thinking_level,
         )
     if provider == "openai":
         if not settings.openai.api_key:

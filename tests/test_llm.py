@@ -457,3 +457,17 @@ async def test_an_explicit_provider_without_a_key_says_which_setting_is_missing(
 ) -> None:
     with pytest.raises(ValueError, match="no key is set"):
         build_generator(settings(llm=LLMSettings(provider=provider)))
+
+
+async def test_gemini_3_models_get_a_thinking_level_not_a_budget(
+    gemini_server: tuple[FakeGemini, RunningServer],
+) -> None:
+    fake, server = gemini_server
+    generator = GeminiGenerator("good-key", "gemini-3.5-flash", base_url=server.url)
+    try:
+        await generator.generate(PROMPT, max_output_tokens=250)
+    finally:
+        await generator.aclose()
+    config = fake.generation_config()
+    assert config["maxOutputTokens"] == 250
+    assert config["thinkingConfig"] == {"thinkingLevel": "MINIMAL"}, "both at once is a 400"
