@@ -6,6 +6,7 @@ formats; this harness gives each one its own free port so tests never share stat
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -15,11 +16,21 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+_EPHEMERAL_START = 32768
+"""Linux hands out local ports for outgoing connections from here up; a port we pick there
+can be taken by any client socket before our server binds it, so we pick below."""
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(200):
+        port = random.randint(15000, _EPHEMERAL_START - 1)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class RunningServer:
