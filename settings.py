@@ -159,6 +159,120 @@ class OpenAISettings(BaseModel):
     model: str = "gpt-4o-mini"
 
 
+class SmtpSettings(BaseModel):
+    host: str = ""
+    """Empty means e-mail is in sandbox mode: recorded in the outbox, nothing sent."""
+    port: int = 587
+    username: str = ""
+    password: str = ""
+    from_: str = Field(default="", alias="from")
+    """The From address (``NUDGE_SMTP__FROM``), e.g. ``Shop <hello@shop.example>``."""
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    """``starttls`` (port 587), ``tls`` (implicit TLS, port 465) or ``none`` (local relays)."""
+    timeout: Duration = timedelta(seconds=30)
+
+    model_config = {"populate_by_name": True}
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.host and self.from_)
+
+
+class TwilioSettings(BaseModel):
+    account_sid: str = ""
+    auth_token: str = ""
+    sms_from: str = ""
+    """E.164 sender for SMS, e.g. +15005550006."""
+    whatsapp_from: str = ""
+    """E.164 WhatsApp sender (the ``whatsapp:`` prefix is added for you)."""
+    messaging_service_sid: str = ""
+    """When set, sends go through the Messaging Service instead of a From number."""
+    base_url: str = "https://api.twilio.com"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.account_sid and self.auth_token)
+
+
+class WhatsAppSettings(BaseModel):
+    """WhatsApp through Meta's Cloud API."""
+
+    token: str = ""
+    phone_number_id: str = ""
+    app_secret: str = ""
+    """Verifies ``X-Hub-Signature-256`` on webhooks (the app secret, not the access token)."""
+    verify_token: str = ""
+    """Answers Meta's ``hub.verify_token`` when the webhook is registered."""
+    graph_url: str = "https://graph.facebook.com"
+    api_version: str = "v23.0"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.token and self.phone_number_id)
+
+
+class FcmSettings(BaseModel):
+    credentials_file: Path | None = None
+    """A Firebase service-account JSON file (its ``token_uri`` is where tokens come from)."""
+    project_id: str = ""
+    """Defaults to the service account's ``project_id``."""
+    base_url: str = "https://fcm.googleapis.com"
+
+    @field_validator("credentials_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+    @property
+    def configured(self) -> bool:
+        return self.credentials_file is not None
+
+
+class SupportBoardSettings(BaseModel):
+    url: str = ""
+    """The Support Board ``include/api.php`` URL."""
+    token: str = ""
+    """An admin token: Support Board's API accepts no other."""
+    bot_user_id: str = ""
+    """The bot's user id: its own messages come back as webhooks and must be ignored."""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url and self.token)
+
+
+class PolicySettings(BaseModel):
+    quiet_hours_start: str = "21:00"
+    """Marketing messages are held from here (in the contact's time zone) ..."""
+    quiet_hours_end: str = "08:00"
+    """... until here. Equal start and end turn quiet hours off."""
+    default_timezone: str = "UTC"
+    """For contacts whose time zone is unknown."""
+    frequency_cap: int = 3
+    """Marketing messages per contact across all workflows within ``frequency_window``."""
+    frequency_window: Duration = timedelta(hours=24)
+    whatsapp_window: Duration = timedelta(hours=24)
+    """Free-form WhatsApp messages only this long after the contact's last inbound message."""
+
+    @field_validator("quiet_hours_start", "quiet_hours_end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError(f"{value!r} is not a time of day; write it like 21:00")
+        return value.strip()
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone like Europe/Paris") from exc
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NUDGE_",
@@ -170,6 +284,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///.nudge/nudge.db"
     public_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
+    secret_key: str = ""
+    """Signs unsubscribe links. Empty: a random key is kept in ``.nudge/secret.key`` (fine for
+    one machine; set it explicitly when several containers share the work)."""
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     reamaze: ReamazeSettings = Field(default_factory=ReamazeSettings)
@@ -177,6 +294,12 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)
+    fcm: FcmSettings = Field(default_factory=FcmSettings)
+    support_board: SupportBoardSettings = Field(default_factory=SupportBoardSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
 
     @property
     def llm_provider(self) -> Literal["gemini", "openai", "none"]:

@@ -30,29 +30,40 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from activities.delivery import DeliveryActivities
 from activities.followup_config import load_followup_texts
 from activities.helpdesk import HelpdeskActivities
 from activities.writer import WriterActivities
+from integrations.channels import Channel, ChannelName
+from integrations.email_smtp import SmtpChannel
+from integrations.fcm import FcmChannel
 from integrations.llm import TextGenerator, build_generator
 from integrations.reamaze import ReamazeClient
+from integrations.support_board import SupportBoardChannel
+from integrations.twilio_channel import TwilioChannel
+from integrations.whatsapp_cloud import WhatsAppCloudChannel
+from links import secret_key, unsubscribe_url
 from settings import Settings, get_settings
 from store.repo import Store
 from temporal_client import connect, ensure_search_attributes
 from workflows.helpdesk_followup import HelpdeskFollowUp
 from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
+from workflows.send_message import SendMessage
 
 log = logging.getLogger("nudge.worker")
 
-WORKFLOWS: Sequence[type] = (HelpdeskFollowUp, HelpdeskPoll)
+WORKFLOWS: Sequence[type] = (HelpdeskFollowUp, HelpdeskPoll, SendMessage)
 
 
 @dataclass
 class Activities:
     helpdesk: HelpdeskActivities
     writer: WriterActivities
+    delivery: DeliveryActivities
 
     def all(self) -> list[Any]:
         return [
+            self.delivery.deliver,
             self.helpdesk.find_tagged_conversations,
             self.helpdesk.read_conversation,
             self.helpdesk.post_reply,
@@ -97,17 +108,58 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
             "Re:amaze is not configured: no poll schedule, and follow-ups cannot read or post"
         )
     generator = _llm(settings, texts.model)
+    channels = build_channels(settings)
+    key = secret_key(settings)
     try:
         yield Activities(
             helpdesk=HelpdeskActivities(reamaze, store, settings.reamaze, settings.followup),
             writer=WriterActivities(generator, texts, max_chars=settings.followup.max_chars),
+            delivery=DeliveryActivities(
+                channels,
+                store,
+                settings.policy,
+                unsubscribe_url=lambda channel, address: unsubscribe_url(
+                    settings, key, channel, address
+                ),
+                status_callback=f"{settings.public_url.rstrip('/')}/webhooks/twilio/status",
+            ),
         )
     finally:
         if reamaze is not None:
             await reamaze.aclose()
+        for channel in channels.values():
+            if channel is not None:
+                await channel.aclose()
         close = getattr(generator, "aclose", None)
         if close is not None:
             await close()
+
+
+def build_channels(settings: Settings) -> dict[ChannelName, Channel | None]:
+    """Every channel with credentials gets its client; the others are sandboxed (None)."""
+    channels: dict[ChannelName, Channel | None] = {
+        ChannelName.email: SmtpChannel(settings.smtp) if settings.smtp.configured else None,
+        ChannelName.sms: None,
+        ChannelName.whatsapp_twilio: None,
+        ChannelName.whatsapp: (
+            WhatsAppCloudChannel(settings.whatsapp) if settings.whatsapp.configured else None
+        ),
+        ChannelName.push: FcmChannel(settings.fcm) if settings.fcm.configured else None,
+        ChannelName.support_board: (
+            SupportBoardChannel(settings.support_board)
+            if settings.support_board.configured
+            else None
+        ),
+    }
+    if settings.twilio.configured:
+        channels[ChannelName.sms] = TwilioChannel(settings.twilio, channel=ChannelName.sms)
+        channels[ChannelName.whatsapp_twilio] = TwilioChannel(
+            settings.twilio, channel=ChannelName.whatsapp_twilio
+        )
+    sandboxed = sorted(name.value for name, client in channels.items() if client is None)
+    if sandboxed:
+        log.info("sandboxed channels (no credentials): %s", ", ".join(sandboxed))
+    return channels
 
 
 async def ensure_schedules(client: Client, settings: Settings) -> None:

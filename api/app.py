@@ -9,10 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api import followups
+from api import delivery, followups
 from api.deps import TemporalConnector
 from settings import Settings
 from starter import followups as start_followups
+from starter import messages as send_messages
+from starter import twilio as twilio_webhooks
+from starter import unsubscribe
+from starter import whatsapp as whatsapp_webhooks
 from store.repo import Store
 
 
@@ -58,5 +62,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         )
 
     app.include_router(followups.router)
+    app.include_router(delivery.router)
     app.include_router(start_followups.router)
+    app.include_router(send_messages.router)
+    app.include_router(twilio_webhooks.router)
+    app.include_router(whatsapp_webhooks.router)
+    app.include_router(unsubscribe.router)
     return app

@@ -30,9 +30,13 @@ class RetryLater(ProviderError):
         status: int | None = None,
         body: str = "",
         retry_after: float | None = None,
+        maybe_delivered: bool = False,
     ) -> None:
         super().__init__(provider, message, status=status, body=body)
         self.retry_after = retry_after
+        self.maybe_delivered = maybe_delivered
+        """True when the request may have reached the provider (a read timeout, a dropped
+        connection): resending could deliver the message twice."""
 
 
 class Rejected(ProviderError):

@@ -52,9 +52,11 @@ async def send(provider: str, call: Callable[[], Awaitable[httpx.Response]]) -> 
     """Run one request; transport failures become ``RetryLater``, statuses are classified."""
     try:
         response = await call()
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise RetryLater(provider, f"connection failed (not sent): {exc!r}") from exc
     except httpx.TimeoutException as exc:
-        raise RetryLater(provider, f"timed out: {exc!r}") from exc
+        raise RetryLater(provider, f"timed out: {exc!r}", maybe_delivered=True) from exc
     except httpx.TransportError as exc:
-        raise RetryLater(provider, f"connection failed: {exc!r}") from exc
+        raise RetryLater(provider, f"connection failed: {exc!r}", maybe_delivered=True) from exc
     raise_for_status(provider, response)
     return response

@@ -50,6 +50,9 @@ class Contact(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     phone: Mapped[str | None] = mapped_column(String(40), index=True)
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """IANA zone (``Europe/Paris``); quiet hours are in the contact's own time."""
+    locale: Mapped[str | None] = mapped_column(String(20), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -95,6 +98,8 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """When the provider reported the current status (delivered, read, failed)."""
 
 
 class ApiToken(Base):
@@ -109,3 +114,88 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ContactChannel(Base):
+    """One address of a contact on one channel, and when the contact last wrote from it
+    (the WhatsApp 24-hour window runs from that moment)."""
+
+    __tablename__ = "contact_channels"
+    __table_args__ = (UniqueConstraint("channel", "address", name="uq_contact_channels_address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(String(320))
+    last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DeviceToken(Base):
+    __tablename__ = "device_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    token: Mapped[str] = mapped_column(String(512), unique=True)
+    platform: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Suppression(Base):
+    """An address that must not be messaged on a channel: all messages, or marketing only."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        UniqueConstraint("channel", "address", "scope", name="uq_suppressions_address_scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    scope: Mapped[str] = mapped_column(String(20))
+    """``all`` (STOP, provider opt-out) or ``marketing`` (an e-mail unsubscribe link)."""
+    reason: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(40))
+    """``keyword``, ``provider``, ``unsubscribe_link``, ``api``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InboundMessage(Base):
+    """Every message a contact sent us, once (providers retry webhooks)."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("channel", "provider_message_id", name="uq_inbound_provider_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    provider_message_id: Mapped[str] = mapped_column(String(255))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id"), nullable=True, index=True
+    )
+    address: Mapped[str] = mapped_column(String(320))
+    body: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(40), default="text")
+    reply_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class DeliveryEvent(Base):
+    """A provider status for one outbound message, once per (message, status)."""
+
+    __tablename__ = "delivery_events"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_message_id", "status", name="uq_delivery_event"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    provider_message_id: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.db import make_engine, make_sessionmaker
+from store.delivery import ContactStore, DeliveryStore
 from store.models import ApiToken, Contact, FollowUp, OutboxMessage, utcnow
 
 
@@ -63,6 +64,8 @@ class OutboxRow:
     attempts: int
     created_at: datetime
     sent_at: datetime | None
+    contact_id: int | None = None
+    status_at: datetime | None = None
 
     @classmethod
     def of(cls, row: OutboxMessage) -> OutboxRow:
@@ -79,6 +82,8 @@ class OutboxRow:
             attempts=row.attempts,
             created_at=row.created_at,
             sent_at=row.sent_at,
+            contact_id=row.contact_id,
+            status_at=row.status_at,
         )
 
 
@@ -128,7 +133,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class Store:
+class Store(DeliveryStore, ContactStore):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
@@ -253,13 +258,26 @@ class Store:
             return OutboxRow.of(row)
 
     def list_outbox(
-        self, *, workflow_id: str | None = None, status: str | None = None, limit: int = 100
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: str | None = None,
+        channel: str | None = None,
+        message_class: str | None = None,
+        contact_id: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[OutboxRow]:
-        query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
-        if workflow_id:
-            query = query.where(OutboxMessage.workflow_id == workflow_id)
-        if status:
-            query = query.where(OutboxMessage.status == status)
+        query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit).offset(offset)
+        for column, value in (
+            (OutboxMessage.workflow_id, workflow_id),
+            (OutboxMessage.status, status),
+            (OutboxMessage.channel, channel),
+            (OutboxMessage.message_class, message_class),
+            (OutboxMessage.contact_id, contact_id),
+        ):
+            if value is not None:
+                query = query.where(column == value)
         with self.sessions() as session:
             return [OutboxRow.of(row) for row in session.scalars(query)]
 

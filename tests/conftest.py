@@ -37,9 +37,7 @@ def temporal_test_server() -> str:
     return str(BIN / "temporal-test-server")
 
 
-@pytest.fixture(scope="session")
-async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: a 24 h timer fires as soon as nothing else runs."""
+async def _start_time_skipping() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_test_server(),
         data_converter=pydantic_data_converter,
@@ -53,6 +51,22 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
             },
         )
     )
+    return env
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: a 24 h timer fires as soon as nothing else runs."""
+    env = await _start_time_skipping()
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def fresh_time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own, whose clock starts at the wall clock: for
+    tests that compare workflow time with real timestamps (the WhatsApp window, the cap)."""
+    env = await _start_time_skipping()
     yield env
     await env.shutdown()
 

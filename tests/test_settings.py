@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def env_names(model: type[BaseModel], prefix: str = "NUDGE_") -> set[str]:
     names: set[str] = set()
-    for name, field in model.model_fields.items():
+    for field_name, field in model.model_fields.items():
+        name = field.alias or field_name
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             names |= env_names(annotation, f"{prefix}{name.upper()}__")

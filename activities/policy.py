@@ -1,0 +1,112 @@
+"""Contact policy: may this message go now, later, or never?
+
+Pure functions over facts the delivery activity reads from the store, so each rule is
+tested on its own: opt-out keywords, quiet hours in the contact's time zone (DST included),
+the frequency cap across all workflows, and WhatsApp's 24-hour customer-service window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+STOP_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
+START_WORDS = frozenset({"START", "YES", "UNSTOP"})
+
+
+class Keyword(StrEnum):
+    stop = "stop"
+    start = "start"
+
+
+def opt_keyword(text: str) -> Keyword | None:
+    """Only the whole message counts ("stop" yes, "please stop by" no), in any case."""
+    word = text.strip().strip(".!").upper()
+    if word in STOP_WORDS:
+        return Keyword.stop
+    if word in START_WORDS:
+        return Keyword.start
+    return None
+
+
+def parse_clock(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def quiet_until(now: datetime, zone: str, start: time, end: time) -> datetime | None:
+    """The first allowed moment (UTC) if ``now`` falls in quiet hours, else None.
+
+    Quiet hours may wrap midnight (21:00-08:00). The end is a wall-clock time in the
+    contact's zone, so on a DST change day the wait is an hour shorter or longer.
+    """
+    if start == end:
+        return None
+    tz = ZoneInfo(zone)
+    local = now.astimezone(tz)
+    clock = local.time().replace(tzinfo=None)
+    wraps = start > end
+    quiet = (clock >= start or clock < end) if wraps else (start <= clock < end)
+    if not quiet:
+        return None
+    day = local.date()
+    if wraps and clock >= start:
+        day += timedelta(days=1)
+    return _wall_clock(day, end, tz)
+
+
+def _wall_clock(day: date, at: time, tz: ZoneInfo) -> datetime:
+    """A local wall-clock time as an aware UTC instant; a time skipped by DST moves forward."""
+    naive = datetime.combine(day, at)
+    candidate = naive.replace(tzinfo=tz)
+    roundtrip = candidate.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    if roundtrip != naive:  # the clock jumped over this time: the first minute after it
+        candidate = candidate.astimezone(UTC).astimezone(tz)
+    return candidate.astimezone(UTC)
+
+
+def frequency_until(
+    sent: list[datetime], now: datetime, cap: int, window: timedelta
+) -> datetime | None:
+    """When the next marketing message fits under the cap, or None if it fits now."""
+    if cap <= 0:
+        return None
+    recent = sorted(t for t in sent if now - window < t <= now)
+    if len(recent) < cap:
+        return None
+    return recent[-cap] + window
+
+
+def whatsapp_window_open(last_inbound: datetime | None, now: datetime, window: timedelta) -> bool:
+    return last_inbound is not None and now - last_inbound < window
+
+
+class Verdict(StrEnum):
+    send = "send"
+    send_template = "send_template"
+    wait = "wait"
+    suppressed = "suppressed"
+    outside_whatsapp_window = "outside_whatsapp_window"
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    not_before: datetime | None = None
+    reason: str = ""
+
+
+def normalize_address(channel: str, address: str) -> str:
+    """One spelling per address, so a STOP on WhatsApp (``15551234567`` from Meta,
+    ``whatsapp:+15551234567`` from Twilio) suppresses the number we send to."""
+    address = address.strip()
+    if channel in ("sms", "whatsapp", "whatsapp_twilio"):
+        digits = "".join(ch for ch in address.removeprefix("whatsapp:") if ch.isdigit())
+        return f"+{digits}" if digits else address
+    if channel == "email":
+        return address.lower()
+    return address

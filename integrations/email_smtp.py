@@ -1,0 +1,148 @@
+"""E-mail over SMTP (any relay: Postmark, SES, Mailgun, a local Postfix), with aiosmtplib.
+
+One connection per message: follow-ups are sparse, and a fresh connection never trips over a
+relay that silently dropped an idle one. What to watch out for:
+
+- The ``Message-ID`` is derived from the idempotency key, so a retried send carries the same
+  id and the receiving side (and our own bounce and reply matching) can recognise it.
+- The message is flattened here, not by aiosmtplib: its flattening folds header lines at 78
+  characters, and a long one-click unsubscribe URL would then be turned into RFC 2047
+  encoded words, which mail clients do not read as a URL. We fold only at RFC 5322's
+  hard limit of 998 and send 7-bit only (bodies quoted-printable or base64 as needed), so
+  any relay takes it, with or without ``8BITMIME``.
+- Addresses are plain ASCII ``local@domain``; internationalised addresses (SMTPUTF8) are
+  refused as ``Rejected`` rather than half supported.
+- A dropped connection or a timeout once the ``DATA`` command has started may still have
+  delivered the message: such failures are ``RetryLater(maybe_delivered=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import ssl
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, parseaddr
+
+import aiosmtplib
+
+from integrations.channels import ChannelName, MessageClass, OutboundMessage, Receipt
+from integrations.errors import ProviderError, Rejected, RetryLater
+from settings import SmtpSettings
+
+PROVIDER = "smtp"
+
+_POLICY = SMTP_POLICY.clone(max_line_length=998, cte_type="7bit")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_MAILBOX = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*")
+"""RFC 5321 dot-atom local part and host name; quoted local parts and address literals are
+left out because no customer address needs them and relays treat them inconsistently."""
+
+
+def is_mailbox(address: str) -> bool:
+    return _MAILBOX.fullmatch(address) is not None
+
+
+def message_id_for(idempotency_key: str, domain: str) -> str:
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    return f"<{digest}@{domain}>"
+
+
+class SmtpChannel:
+    name = ChannelName.email
+
+    def __init__(
+        self, settings: SmtpSettings, *, tls_context: ssl.SSLContext | None = None
+    ) -> None:
+        sender = parseaddr(settings.from_)[1]
+        if not is_mailbox(sender):
+            # A configuration mistake: fail when the worker starts, not at every send.
+            raise ValueError(
+                f"NUDGE_SMTP__FROM={settings.from_!r} has no plain address like hello@shop.example"
+            )
+        self._settings = settings
+        self._sender = sender
+        self._domain = sender.rpartition("@")[2]
+        self._tls_context = tls_context
+
+    def message_id(self, idempotency_key: str) -> str:
+        return message_id_for(idempotency_key, self._domain)
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        recipient = message.to.strip()
+        if not is_mailbox(recipient):
+            raise Rejected(PROVIDER, f"{message.to!r} is not an e-mail address we can send to")
+        if not message.text and not message.html:
+            raise Rejected(PROVIDER, "nothing to send: the message has neither text nor html")
+        url = message.unsubscribe_url
+        if url and (url.split() != [url] or "<" in url or ">" in url):
+            raise Rejected(PROVIDER, f"unsubscribe URL {url!r} cannot go in a header")
+        message_id = self.message_id(message.idempotency_key)
+        data = self._compose(message, recipient, message_id).as_bytes(policy=_POLICY)
+
+        data_sent = False
+        try:
+            async with self._client() as client:
+                await client.mail(self._sender)
+                await client.rcpt(recipient)
+                data_sent = True
+                await client.data(data)
+        except aiosmtplib.SMTPResponseException as exc:
+            # The server answered: whatever it said, it did not take the message.
+            raise _refusal(exc) from exc
+        except OSError as exc:
+            # Refused or dropped connections, timeouts and TLS failures (aiosmtplib's
+            # connection errors and timeouts are OSErrors too).
+            raise RetryLater(
+                PROVIDER, f"{type(exc).__name__}: {exc}", maybe_delivered=data_sent
+            ) from exc
+        except aiosmtplib.SMTPException as exc:
+            # The server lacks what our settings require (STARTTLS, AUTH): only an operator
+            # changing the settings helps.
+            raise Rejected(PROVIDER, f"{type(exc).__name__}: {exc}") from exc
+        return Receipt(provider_message_id=message_id, status="sent")
+
+    async def aclose(self) -> None:
+        """Nothing to release: every send opens and closes its own connection."""
+
+    def _client(self) -> aiosmtplib.SMTP:
+        settings = self._settings
+        return aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            timeout=settings.timeout.total_seconds(),
+            use_tls=settings.security == "tls",
+            start_tls=settings.security == "starttls",
+            tls_context=self._tls_context,
+            username=settings.username or None,
+            password=settings.password if settings.username else None,
+        )
+
+    def _compose(self, message: OutboundMessage, recipient: str, message_id: str) -> EmailMessage:
+        mail = EmailMessage(policy=_POLICY)
+        mail["From"] = self._settings.from_
+        mail["To"] = recipient
+        # Line breaks in a subject would be a header injection; any run of whitespace is one space.
+        mail["Subject"] = " ".join(message.subject.split())
+        mail["Date"] = format_datetime(datetime.now(UTC))
+        mail["Message-ID"] = message_id
+        if message.message_class == MessageClass.marketing and message.unsubscribe_url:
+            # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" to the URL.
+            mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        mail.set_content(message.text)
+        if message.html:
+            mail.add_alternative(message.html, subtype="html")
+        return mail
+
+
+def _refusal(exc: aiosmtplib.SMTPResponseException) -> ProviderError:
+    reply = f"{exc.code} {exc.message}"
+    what = f"server refused with {reply}"
+    if 500 <= exc.code < 600:
+        return Rejected(PROVIDER, what, status=exc.code, body=reply)
+    # 4xx is the server's own "try again later"; anything else is a reply we cannot read.
+    return RetryLater(PROVIDER, what, status=exc.code, body=reply)

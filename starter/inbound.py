@@ -1,0 +1,93 @@
+"""What every provider webhook does with a message or a status, once it is verified.
+
+Kept out of the routes so Twilio and WhatsApp (and later Support Board) share one meaning of
+STOP and START, one de-duplication, and one "the furthest status wins" rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from temporalio.client import Client
+
+from activities.policy import Keyword, normalize_address, opt_keyword
+from store.delivery import StatusResult
+from store.repo import Store
+from workflows.send_message import DeliveryStatus
+
+log = logging.getLogger(__name__)
+
+
+async def handle_inbound(
+    store: Store,
+    channel: str,
+    provider_message_id: str,
+    address: str,
+    *,
+    text: str,
+    received_at: datetime,
+    kind: str = "text",
+    reply_id: str | None = None,
+    name: str | None = None,
+) -> bool:
+    """Record the message (once) and act on opt-out keywords; True when it was new."""
+    address = normalize_address(channel, address)
+    result = await asyncio.to_thread(
+        store.record_inbound,
+        channel,
+        provider_message_id,
+        address,
+        body=text,
+        received_at=received_at,
+        kind=kind,
+        reply_id=reply_id,
+        name=name,
+    )
+    if not result.new:
+        return False
+    keyword = opt_keyword(text) if kind == "text" else None
+    if keyword == Keyword.stop:
+        await asyncio.to_thread(
+            store.suppress,
+            channel,
+            address,
+            scope="all",
+            reason=f"replied {text.strip()!r}",
+            source="keyword",
+        )
+    elif keyword == Keyword.start:
+        await asyncio.to_thread(store.unsuppress, channel, address, "all")
+    return True
+
+
+async def handle_status(
+    store: Store,
+    provider: str,
+    provider_message_id: str,
+    status: str,
+    *,
+    occurred_at: datetime,
+    error_code: str | None = None,
+) -> StatusResult:
+    return await asyncio.to_thread(
+        store.record_status,
+        provider,
+        provider_message_id,
+        status,
+        occurred_at=occurred_at,
+        error_code=error_code,
+    )
+
+
+async def signal_status(client_source: object, result: StatusResult, status: str) -> None:
+    """Tell the workflow that sent the message; runs after the webhook has answered."""
+    if not (result.advanced and result.workflow_id and result.idempotency_key):
+        return
+    try:
+        client: Client = await client_source.get()  # type: ignore[attr-defined]
+        handle = client.get_workflow_handle(result.workflow_id)
+        await handle.signal("delivery_status", DeliveryStatus(result.idempotency_key, status))
+    except Exception as error:  # a finished workflow no longer listens: that is fine
+        log.info("status %s for %s not signalled: %s", status, result.workflow_id, error)

@@ -1,0 +1,97 @@
+"""Twilio webhooks: inbound SMS/WhatsApp messages and delivery statuses.
+
+Twilio signs each request (``X-Twilio-Signature``) over the exact public URL it called and
+the POST parameters; ``NUDGE_PUBLIC_URL`` must therefore be the URL Twilio sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response, status
+
+from api.deps import SettingsDep, StoreDep
+from integrations.twilio_channel import verify_signature
+from starter.inbound import handle_inbound, handle_status, signal_status
+
+router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+STATUS_MAP = {
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "undelivered": "failed",
+    "failed": "failed",
+}
+"""Twilio's intermediate statuses (queued, accepted, sending) add nothing to ``sent``."""
+OPTED_OUT = "21610"
+
+
+async def _verified_form(request: Request, settings: SettingsDep) -> dict[str, str]:
+    form = {key: str(value) for key, value in (await request.form()).items()}
+    url = settings.public_url.rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    if not verify_signature(
+        settings.twilio.auth_token, url, form, request.headers.get("X-Twilio-Signature")
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "X-Twilio-Signature does not match")
+    return form
+
+
+def _address(value: str) -> tuple[str, str]:
+    if value.startswith("whatsapp:"):
+        return "whatsapp", value.removeprefix("whatsapp:")
+    return "sms", value
+
+
+@router.post("/inbound", response_class=Response)
+async def inbound(request: Request, settings: SettingsDep, store: StoreDep) -> Response:
+    form = await _verified_form(request, settings)
+    sid, sender = form.get("MessageSid", ""), form.get("From", "")
+    if not sid or not sender:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "MessageSid and From are required"
+        )
+    channel, address = _address(sender)
+    kind = "button" if form.get("ButtonPayload") else "text"
+    await handle_inbound(
+        store,
+        channel,
+        sid,
+        address,
+        text=form.get("Body", "") if kind == "text" else form.get("ButtonText", ""),
+        received_at=datetime.now(UTC),
+        kind=kind,
+        reply_id=form.get("ButtonPayload") or None,
+        name=form.get("ProfileName") or None,
+    )
+    return Response(EMPTY_TWIML, media_type="text/xml")
+
+
+@router.post("/status", response_class=Response)
+async def delivery_status(
+    request: Request, background: BackgroundTasks, settings: SettingsDep, store: StoreDep
+) -> Response:
+    form = await _verified_form(request, settings)
+    sid, reported = form.get("MessageSid", ""), form.get("MessageStatus", "")
+    if not sid or not reported:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "MessageSid and MessageStatus are required"
+        )
+    error_code = form.get("ErrorCode") or None
+    if error_code == OPTED_OUT and form.get("To"):
+        channel, address = _address(form["To"])
+        await asyncio.to_thread(
+            store.suppress, channel, address, scope="all", reason="Twilio 21610: recipient opted out",
+            source="provider",
+        )  # fmt: skip
+    mapped = STATUS_MAP.get(reported)
+    if mapped is not None:
+        result = await handle_status(
+            store, "twilio", sid, mapped, occurred_at=datetime.now(UTC), error_code=error_code
+        )
+        background.add_task(signal_status, request.app.state.temporal, result, mapped)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,67 @@
+"""WhatsApp Cloud API webhooks: Meta's verification handshake, then signed deliveries of
+messages and statuses (a delivery may batch several entries; all of it is handled)."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response, status
+from fastapi.responses import PlainTextResponse
+
+from api.deps import SettingsDep, StoreDep
+from integrations.whatsapp_cloud import parse_webhook, verify_signature, verify_subscription
+from starter.inbound import handle_inbound, handle_status, signal_status
+
+router = APIRouter(prefix="/webhooks/whatsapp", tags=["webhooks"])
+
+STATUS_MAP = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
+
+
+@router.get("", response_class=PlainTextResponse)
+async def verify(request: Request, settings: SettingsDep) -> PlainTextResponse:
+    """Meta's subscription check: answer the bare ``hub.challenge``."""
+    challenge = verify_subscription(dict(request.query_params), settings.whatsapp.verify_token)
+    if challenge is None or not settings.whatsapp.verify_token:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "hub.verify_token does not match")
+    return PlainTextResponse(challenge)
+
+
+@router.post("", response_class=Response)
+async def deliveries(
+    request: Request, background: BackgroundTasks, settings: SettingsDep, store: StoreDep
+) -> Response:
+    raw = await request.body()
+    if not settings.whatsapp.app_secret or not verify_signature(
+        settings.whatsapp.app_secret, raw, request.headers.get("X-Hub-Signature-256")
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "X-Hub-Signature-256 does not match")
+    try:
+        batch = parse_webhook(json.loads(raw))
+    except (ValueError, TypeError) as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body: {error}") from error
+    for message in batch.messages:
+        await handle_inbound(
+            store,
+            "whatsapp",
+            message.id,
+            message.from_,
+            text=message.text,
+            received_at=message.timestamp,
+            kind=message.type,
+            reply_id=message.reply_id,
+            name=message.profile_name,
+        )
+    for update in batch.statuses:
+        mapped = STATUS_MAP.get(update.status)
+        if mapped is None:
+            continue
+        result = await handle_status(
+            store,
+            "whatsapp",
+            update.id,
+            mapped,
+            occurred_at=update.timestamp,
+            error_code=str(update.error_code) if update.error_code else None,
+        )
+        background.add_task(signal_status, request.app.state.temporal, result, mapped)
+    return Response(status_code=status.HTTP_200_OK)

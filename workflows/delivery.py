@@ -1,0 +1,40 @@
+"""Sending from a workflow: ask the send path, and when it says "not before T" (quiet hours,
+frequency cap) sleep durably until T and ask again. Every workflow that messages a
+customer sends through ``send``."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.delivery import DeliverRequest, DeliveryActivities, DeliveryOutcome
+
+PROVIDER_API = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    non_retryable_error_types=["Rejected", "NotFound"],
+)
+PROVIDER_PATIENCE = timedelta(hours=6)
+MIN_WAIT = timedelta(seconds=1)
+
+
+async def send(request: DeliverRequest) -> DeliveryOutcome:
+    while True:
+        request = dataclasses.replace(request, as_of=workflow.now())
+        outcome = await workflow.execute_activity_method(
+            DeliveryActivities.deliver,
+            request,
+            start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=10),
+            schedule_to_close_timeout=PROVIDER_PATIENCE,
+            retry_policy=PROVIDER_API,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        if outcome.status != "wait" or outcome.not_before is None:
+            return outcome
+        await workflow.sleep(max(outcome.not_before - workflow.now(), MIN_WAIT))
