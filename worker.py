@@ -151,10 +151,12 @@ def build_channels(settings: Settings) -> dict[ChannelName, Channel | None]:
             else None
         ),
     }
-    if settings.twilio.configured:
-        channels[ChannelName.sms] = TwilioChannel(settings.twilio, channel=ChannelName.sms)
+    twilio = settings.twilio
+    if twilio.configured and (twilio.sms_from or twilio.messaging_service_sid):
+        channels[ChannelName.sms] = TwilioChannel(twilio, channel=ChannelName.sms)
+    if twilio.configured and (twilio.whatsapp_from or twilio.messaging_service_sid):
         channels[ChannelName.whatsapp_twilio] = TwilioChannel(
-            settings.twilio, channel=ChannelName.whatsapp_twilio
+            twilio, channel=ChannelName.whatsapp_twilio
         )
     sandboxed = sorted(name.value for name, client in channels.items() if client is None)
     if sandboxed:

@@ -27,6 +27,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from tests.fakes.server import HoldAfterAccept
+
 _BODY_MAX = 1024
 _TEXT_MAX = 4096
 _BUTTON_TITLE_MAX = 20
@@ -181,6 +183,8 @@ class FakeGraph:
         self.display_phone_number = display_phone_number
         self.waba_id = waba_id
         self.sent: list[dict[str, Any]] = []
+        self.hold = HoldAfterAccept()
+        """``hold.hold_next(seconds)``: answer the next accepted send late."""
         """Every accepted request body, exactly as received."""
         self.outside_window: set[str] = set()
         """Recipients (``to`` as sent) whose 24-hour window is closed: only templates pass."""
@@ -257,6 +261,7 @@ class FakeGraph:
         wamid = self.new_wamid()
         with self._lock:
             self.sent.append(body)
+        await self.hold.accepted_then_maybe_hold()
         sent: dict[str, Any] = {"id": wamid}
         if kind == "template":
             sent["message_status"] = "accepted"

@@ -6,6 +6,7 @@ formats; this harness gives each one its own free port so tests never share stat
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import threading
@@ -65,3 +66,28 @@ def serve(app: FastAPI) -> Iterator[RunningServer]:
         yield server
     finally:
         server.stop()
+
+
+class HoldAfterAccept:
+    """For fakes: accept and record a request, then answer late - a response lost in flight.
+
+    ``accepted`` is set each time a request is recorded, so a test can kill the client at
+    exactly that moment. The hold is an ``asyncio.sleep`` in the handler: it ends when the
+    server stops, and other requests are served meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.accepted = threading.Event()
+        self._hold_lock = threading.Lock()
+        self._hold_next = 0.0
+
+    def hold_next(self, seconds: float) -> None:
+        with self._hold_lock:
+            self._hold_next = seconds
+
+    async def accepted_then_maybe_hold(self) -> None:
+        self.accepted.set()
+        with self._hold_lock:
+            seconds, self._hold_next = self._hold_next, 0.0
+        if seconds:
+            await asyncio.sleep(seconds)

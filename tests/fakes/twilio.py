@@ -33,6 +33,8 @@ from urllib.parse import parse_qsl
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from tests.fakes.server import HoldAfterAccept
+
 API_VERSION = "2010-04-01"
 _E164 = re.compile(r"\+[1-9]\d{1,14}")
 _WHATSAPP = "whatsapp:"
@@ -121,6 +123,8 @@ class FakeTwilio:
         self._resources: dict[str, dict[str, Any]] = {}
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
+        self.hold = HoldAfterAccept()
+        """``hold.hold_next(seconds)``: answer the next accepted create late."""
         self.app = self._build_app()
 
     # -- scripting -------------------------------------------------------------------------
@@ -232,7 +236,8 @@ class FakeTwilio:
             resource = self._new_resource(to, sender, service, body)
             self._resources[resource["sid"]] = resource
             self.messages.append(form)
-            return JSONResponse(dict(resource), 201)
+        await self.hold.accepted_then_maybe_hold()
+        return JSONResponse(dict(resource), 201)
 
     async def _fetch(self, account_sid: str, message_sid: str) -> JSONResponse:
         with self._lock:
