@@ -18,6 +18,7 @@ from activities.heartbeat import shielded_with_heartbeat
 from activities.policy import (
     Decision,
     Verdict,
+    address_channel,
     frequency_until,
     normalize_address,
     parse_clock,
@@ -41,7 +42,6 @@ from store.repo import FINAL_OUTBOX, OutboxStatus, Store
 log = logging.getLogger(__name__)
 
 WHATSAPP_CHANNELS = (ChannelName.whatsapp, ChannelName.whatsapp_twilio)
-INBOUND_CHANNEL = {ChannelName.whatsapp_twilio: "whatsapp"}
 """WhatsApp through Twilio and through Meta reach the same WhatsApp number of the contact."""
 
 
@@ -112,10 +112,7 @@ class DeliveryActivities:
 
         contact_id = request.contact_id
         if contact_id is None:
-            address_channel = INBOUND_CHANNEL.get(request.channel, request.channel.value)
-            contact_id = await asyncio.to_thread(
-                self.store.contact_for, address_channel, request.to
-            )
+            contact_id = await asyncio.to_thread(self.store.contact_for, *self._address(request))
         decision = await self.decide(request, contact_id)
         if decision.verdict == Verdict.wait:
             return DeliveryOutcome(
@@ -147,9 +144,9 @@ class DeliveryActivities:
 
     async def decide(self, request: DeliverRequest, contact_id: int) -> Decision:
         now = request.as_of or datetime.now(UTC)
-        address_channel, address = self._address(request)
+        where, address = self._address(request)
         suppression = await asyncio.to_thread(
-            self.store.suppression_for, address_channel, address, request.message_class.value
+            self.store.suppression_for, where, address, request.message_class.value
         )
         if suppression is not None:
             return Decision(Verdict.suppressed, reason=f"suppressed: {suppression.reason}")
@@ -189,7 +186,7 @@ class DeliveryActivities:
     @staticmethod
     def _address(request: DeliverRequest) -> tuple[str, str]:
         """The (channel, address) a contact is known by: WhatsApp via Twilio is WhatsApp."""
-        channel = INBOUND_CHANNEL.get(request.channel, request.channel.value)
+        channel = address_channel(request.channel.value)
         return channel, normalize_address(channel, request.to)
 
     def _message(self, request: DeliverRequest, *, use_template: bool) -> OutboundMessage:
@@ -223,9 +220,9 @@ class DeliveryActivities:
         try:
             receipt = await shielded_with_heartbeat(channel.send(message))
         except RecipientOptedOut as error:
-            address_channel, address = self._address(request)
+            where, address = self._address(request)
             await asyncio.to_thread(
-                self.store.suppress, address_channel, address, scope="all",
+                self.store.suppress, where, address, scope="all",
                 reason=str(error), source="provider",
             )  # fmt: skip
             await asyncio.to_thread(

@@ -100,6 +100,12 @@ class Decision:
     reason: str = ""
 
 
+def address_channel(channel: str) -> str:
+    """The channel a contact's address belongs to: WhatsApp through Twilio reaches the same
+    WhatsApp number as the Cloud API, so suppressions and windows are kept under ``whatsapp``."""
+    return "whatsapp" if channel == "whatsapp_twilio" else channel
+
+
 def normalize_address(channel: str, address: str) -> str:
     """One spelling per address, so a STOP on WhatsApp (``15551234567`` from Meta,
     ``whatsapp:+15551234567`` from Twilio) suppresses the number we send to."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.exc import IntegrityError
 
-from activities.policy import normalize_address
+from activities.policy import address_channel, normalize_address
 from api.deps import AdminToken, StoreDep, UserToken
 from integrations.channels import ChannelName, MessageClass
 from store.repo import OutboxStatus
@@ -125,7 +125,7 @@ async def update_contact(
 ) -> Any:
     fields = body.model_dump(exclude_unset=True, exclude={"channels", "device_tokens"})
     channels = (
-        {c.value: normalize_address(c.value, a) for c, a in body.channels.items()}
+        {address_channel(c.value): normalize_address(c.value, a) for c, a in body.channels.items()}
         if body.channels is not None
         else None
     )
@@ -171,29 +171,30 @@ async def list_suppressions(
     address: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[Any]:
+    where = address_channel(channel.value) if channel else None
+    if address is not None:
+        address = normalize_address(where or "", address)
     found = await asyncio.to_thread(
-        store.list_suppressions,
-        channel=channel.value if channel else None,
-        address=normalize_address(channel.value, address) if channel and address else address,
-        limit=limit,
+        store.list_suppressions, channel=where, address=address, limit=limit
     )
     return [row.__dict__ for row in found]
 
 
 @router.post("/suppressions", response_model=SuppressionOut, status_code=status.HTTP_201_CREATED)
 async def add_suppression(body: SuppressionIn, _: AdminToken, store: StoreDep) -> Any:
-    address = normalize_address(body.channel.value, body.address)
+    channel = address_channel(body.channel.value)
+    address = normalize_address(channel, body.address.strip())
+    if not address:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "address: must not be blank")
     await asyncio.to_thread(
         store.suppress,
-        body.channel.value,
+        channel,
         address,
         scope=body.scope,
         reason=body.reason,
         source="api",
     )
-    found = await asyncio.to_thread(
-        store.list_suppressions, channel=body.channel.value, address=address
-    )
+    found = await asyncio.to_thread(store.list_suppressions, channel=channel, address=address)
     return next(row for row in found if row.scope == body.scope).__dict__
 
 
@@ -201,8 +202,9 @@ async def add_suppression(body: SuppressionIn, _: AdminToken, store: StoreDep) -
 async def remove_suppression(
     _: AdminToken, store: StoreDep, channel: ChannelName, address: str, scope: Scope | None = None
 ) -> None:
+    where = address_channel(channel.value)
     removed = await asyncio.to_thread(
-        store.unsuppress, channel.value, normalize_address(channel.value, address), scope
+        store.unsuppress, where, normalize_address(where, address), scope
     )
     if not removed:
         raise HTTPException(

@@ -113,7 +113,7 @@ async def cancel_followup(workflow_id: str, _: AdminToken, client: TemporalDep) 
     """Ends the sequence as `cancelled`; its clean-up removes the tag and records the outcome."""
     if not workflow_id.startswith("followup:"):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             "workflow_id: a follow-up id looks like followup:reamaze:<conversation slug>",
         )
     handle = client.get_workflow_handle(workflow_id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -60,3 +62,24 @@ async def send(provider: str, call: Callable[[], Awaitable[httpx.Response]]) -> 
         raise RetryLater(provider, f"connection failed: {exc!r}", maybe_delivered=True) from exc
     raise_for_status(provider, response)
     return response
+
+
+class HttpClient:
+    """Base of our provider clients: one ``httpx.AsyncClient``, closed by ``aclose`` or by
+    leaving ``async with``."""
+
+    _http: httpx.AsyncClient
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()

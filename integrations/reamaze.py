@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from integrations.errors import Rejected
-from integrations.http import send
+from integrations.http import HttpClient, send
 
 PROVIDER = "reamaze"
 
@@ -139,7 +138,7 @@ def _conversation_path(slug: str) -> str:
     return f"/conversations/{quote(slug, safe='')}"
 
 
-class ReamazeClient:
+class ReamazeClient(HttpClient):
     """One brand's API as the user whose token it is (posts are attributed to that user).
 
     ``base_url`` includes the API root, e.g. ``https://{brand}.reamaze.io/api/v1``.
@@ -162,20 +161,6 @@ class ReamazeClient:
             timeout=timeout,
             transport=transport,
         )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def list_conversations(self, *, tag: str) -> list[ReamazeConversation]:
         """Every (unarchived) conversation with ``tag``, each once.

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -33,7 +32,7 @@ from integrations.channels import (
     RecipientOptedOut,
 )
 from integrations.errors import NotFound, ProviderError, Rejected, RetryLater
-from integrations.http import send
+from integrations.http import HttpClient, send
 from settings import TwilioSettings
 
 PROVIDER = "twilio"
@@ -47,7 +46,7 @@ _WHATSAPP = "whatsapp:"
 _CHANNELS = (ChannelName.sms, ChannelName.whatsapp_twilio)
 
 
-class TwilioChannel:
+class TwilioChannel(HttpClient):
     """One Twilio channel: ``ChannelName.sms`` or ``ChannelName.whatsapp_twilio``.
 
     The sender is the Messaging Service when ``messaging_service_sid`` is set, otherwise
@@ -80,20 +79,6 @@ class TwilioChannel:
             timeout=timeout,
             transport=transport,
         )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def send(self, message: OutboundMessage) -> Receipt:
         """Create the Message; the receipt carries its ``SM…`` sid and first status.

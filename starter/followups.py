@@ -44,7 +44,7 @@ async def start_followup(
     waits = body.waits or settings.followup.waits
     if not waits:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, "waits: at least one wait is needed"
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "waits: at least one wait is needed"
         )
     workflow_id = workflow_id_for("reamaze", body.conversation)
     try:

@@ -53,7 +53,7 @@ async def inbound(request: Request, settings: SettingsDep, store: StoreDep) -> R
     sid, sender = form.get("MessageSid", ""), form.get("From", "")
     if not sid or not sender:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, "MessageSid and From are required"
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "MessageSid and From are required"
         )
     channel, address = _address(sender)
     kind = "button" if form.get("ButtonPayload") else "text"
@@ -79,7 +79,7 @@ async def delivery_status(
     sid, reported = form.get("MessageSid", ""), form.get("MessageStatus", "")
     if not sid or not reported:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, "MessageSid and MessageStatus are required"
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "MessageSid and MessageStatus are required"
         )
     error_code = form.get("ErrorCode") or None
     if error_code == OPTED_OUT and form.get("To"):

@@ -136,11 +136,7 @@ class DeliveryStore:
         name: str | None = None,
     ) -> InboundResult:
         """Keep the message once, find or create its contact, move the window forward."""
-        with self.sessions.begin() as session:
-            link = _channel_link(session, channel, address, name=name)
-            if link.last_inbound_at is None or link.last_inbound_at < received_at:
-                link.last_inbound_at = received_at
-            contact_id = link.contact_id
+        contact_id = self._touch_channel(channel, address, received_at, name)
         try:
             with self.sessions.begin() as session:
                 session.add(
@@ -168,8 +164,26 @@ class DeliveryStore:
             )
 
     def contact_for(self, channel: str, address: str) -> int:
-        with self.sessions.begin() as session:
-            return _channel_link(session, channel, address).contact_id
+        return self._touch_channel(channel, address, None, None)
+
+    def _touch_channel(
+        self, channel: str, address: str, received_at: datetime | None, name: str | None
+    ) -> int:
+        """Find or create the contact (and move its window forward). Two first messages from
+        a new number may race to create the contact: the loser retries and finds the winner's."""
+        for attempt in range(3):
+            try:
+                with self.sessions.begin() as session:
+                    link = _channel_link(session, channel, address, name=name)
+                    if received_at is not None and (
+                        link.last_inbound_at is None or link.last_inbound_at < received_at
+                    ):
+                        link.last_inbound_at = received_at
+                    return link.contact_id
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def contact_timezone(self, contact_id: int) -> str | None:
         with self.sessions() as session:
@@ -351,12 +365,15 @@ class ContactStore:
                     if channel not in channels:
                         session.delete(link)
                 for channel, address in channels.items():
-                    if channel in existing:
-                        existing[channel].address = address
-                    else:
-                        session.add(
-                            ContactChannel(contact_id=contact_id, channel=channel, address=address)
-                        )
+                    current = existing.get(channel)
+                    if current is not None and current.address == address:
+                        continue
+                    if current is not None:  # a new number has its own window: start afresh
+                        session.delete(current)
+                        session.flush()
+                    session.add(
+                        ContactChannel(contact_id=contact_id, channel=channel, address=address)
+                    )
             if device_tokens is not None:
                 for token in session.scalars(
                     select(DeviceToken).where(DeviceToken.contact_id == contact_id)
