@@ -25,6 +25,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/followups.py
+	$(BIN)/python bench/webhooks.py
 
 clean:
 	rm -rf $(VENV) .nudge .mypy_cache .pytest_cache .ruff_cache
