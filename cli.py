@@ -11,13 +11,16 @@ import sys
 from collections.abc import Generator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
 from temporalio.client import Client
 
 from settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from store.repo import Store
 
 app = typer.Typer(
     help="Nudge: customer follow-ups and conversations on Temporal.", no_args_is_help=True
@@ -94,6 +97,14 @@ def serve() -> None:
     from api.app import create_app
 
     settings = _settings()
+    if settings.menus.file:
+        from store.repo import Store
+
+        store = Store.from_url(settings.database_url)
+        try:
+            _load_menus(settings, store)
+        finally:
+            store.close()
     uvicorn.run(create_app(settings), host=settings.http.host, port=settings.http.port)
 
 
@@ -187,6 +198,12 @@ async def _dev(settings: Settings, home: Path) -> None:
         await ensure_search_attributes(client, settings.temporal.namespace)
         await asyncio.to_thread(upgrade, settings.database_url)
         store = Store.from_url(settings.database_url)
+        if settings.menus.file:
+            try:
+                await asyncio.to_thread(_load_menus, settings, store)
+            except typer.Exit:
+                store.close()
+                raise
         token = await asyncio.to_thread(store.create_token, Role.admin, "nudge dev")
         base = f"http://{settings.http.host}:{settings.http.port}"
         typer.echo(
@@ -228,6 +245,27 @@ async def _dev(settings: Settings, home: Path) -> None:
             except subprocess.TimeoutExpired:
                 temporal_process.kill()
         typer.echo("stopped")
+
+
+def _load_menus(settings: Settings, store: Store) -> None:
+    """Load NUDGE_MENUS__FILE before the API answers; a bad file stops the start (exit 2)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store.menu_file import MenuFileError, load_menu_file
+
+    try:
+        names = load_menu_file(store, settings.menus.file)
+    except MenuFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except SQLAlchemyError as exc:
+        typer.echo(
+            f"error: cannot load the menus file {settings.menus.file} into "
+            f"{_redact(settings.database_url)} (has `nudge db upgrade` run?): {exc}",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
+    typer.echo(f"menus loaded from {settings.menus.file}: {', '.join(names) or '(none)'}")
 
 
 def _redact(url: str) -> str:

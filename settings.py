@@ -273,6 +273,20 @@ class PolicySettings(BaseModel):
         return value
 
 
+class MenusSettings(BaseModel):
+    """WhatsApp menu conversations (``MenuConversation``)."""
+
+    file: str = ""
+    """A YAML or JSON file of menu definitions, loaded (and validated) when ``nudge serve`` or
+    ``nudge dev`` starts; a definition in it replaces the stored menu of the same name."""
+    fallback_text: str = ""
+    """Auto-reply to an inbound WhatsApp message that matches no menu; empty sends none."""
+    fallback_period: Duration = timedelta(hours=24)
+    """At most one fallback reply per contact within this period."""
+    hint: str = "Please choose one of the options."
+    """Sent when a reply matches none of a menu step's options (the step is then repeated)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NUDGE_",
@@ -300,6 +314,7 @@ class Settings(BaseSettings):
     fcm: FcmSettings = Field(default_factory=FcmSettings)
     support_board: SupportBoardSettings = Field(default_factory=SupportBoardSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    menus: MenusSettings = Field(default_factory=MenusSettings)
 
     @property
     def llm_provider(self) -> Literal["gemini", "openai", "none"]:

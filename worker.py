@@ -28,11 +28,12 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from activities.delivery import DeliveryActivities
 from activities.followup_config import load_followup_texts
 from activities.helpdesk import HelpdeskActivities
+from activities.menus import MenuActivities
 from activities.writer import WriterActivities
 from integrations.channels import Channel, ChannelName
 from integrations.email_smtp import SmtpChannel
@@ -48,11 +49,12 @@ from store.repo import Store
 from temporal_client import connect, ensure_search_attributes
 from workflows.helpdesk_followup import HelpdeskFollowUp
 from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
+from workflows.menu_conversation import MenuConversation
 from workflows.send_message import SendMessage
 
 log = logging.getLogger("nudge.worker")
 
-WORKFLOWS: Sequence[type] = (HelpdeskFollowUp, HelpdeskPoll, SendMessage)
+WORKFLOWS: Sequence[type] = (HelpdeskFollowUp, HelpdeskPoll, SendMessage, MenuConversation)
 
 
 @dataclass
@@ -60,9 +62,11 @@ class Activities:
     helpdesk: HelpdeskActivities
     writer: WriterActivities
     delivery: DeliveryActivities
+    menus: MenuActivities
 
     def all(self) -> list[Any]:
         return [
+            *self.menus.all(),
             self.delivery.deliver,
             self.helpdesk.find_tagged_conversations,
             self.helpdesk.read_conversation,
@@ -123,6 +127,7 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
                 ),
                 status_callback=f"{settings.public_url.rstrip('/')}/webhooks/twilio/status",
             ),
+            menus=MenuActivities(store),
         )
     finally:
         if reamaze is not None:
@@ -231,6 +236,8 @@ async def run_worker(settings: Settings, *, client: Client | None = None) -> Non
                 workflows=list(WORKFLOWS),
                 activities=activities.all(),
                 max_concurrent_activities=200,
+                workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+                activity_task_poller_behavior=PollerBehaviorAutoscaling(),
             )
             log.info(
                 "worker on task queue %s at %s",

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api import delivery, followups
+from api import delivery, followups, menus
 from api.deps import TemporalConnector
 from settings import Settings
 from starter import followups as start_followups
@@ -17,6 +17,7 @@ from starter import messages as send_messages
 from starter import twilio as twilio_webhooks
 from starter import unsubscribe
 from starter import whatsapp as whatsapp_webhooks
+from starter.menu_routing import MenuRouter
 from store.repo import Store
 
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await app.state.menu_router.drain()
         if own_store:
             the_store.close()
 
@@ -39,6 +41,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = the_store
     app.state.temporal = TemporalConnector(settings)
+    app.state.menu_router = MenuRouter(settings, the_store, app.state.temporal.get)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:
@@ -63,6 +66,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
 
     app.include_router(followups.router)
     app.include_router(delivery.router)
+    app.include_router(menus.router)
     app.include_router(start_followups.router)
     app.include_router(send_messages.router)
     app.include_router(twilio_webhooks.router)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from temporalio.client import Client
@@ -18,6 +19,15 @@ from store.repo import Store
 from workflows.send_message import DeliveryStatus
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A new inbound message, recorded: who sent it, and whether it was STOP or START."""
+
+    address: str
+    contact_id: int
+    keyword: Keyword | None
 
 
 async def handle_inbound(
@@ -31,8 +41,8 @@ async def handle_inbound(
     kind: str = "text",
     reply_id: str | None = None,
     name: str | None = None,
-) -> bool:
-    """Record the message (once) and act on opt-out keywords; True when it was new."""
+) -> Inbound | None:
+    """Record the message (once) and act on opt-out keywords; None for a duplicate."""
     address = normalize_address(channel, address)
     result = await asyncio.to_thread(
         store.record_inbound,
@@ -46,7 +56,7 @@ async def handle_inbound(
         name=name,
     )
     if not result.new:
-        return False
+        return None
     keyword = opt_keyword(text) if kind == "text" else None
     if keyword == Keyword.stop:
         await asyncio.to_thread(
@@ -59,7 +69,7 @@ async def handle_inbound(
         )
     elif keyword == Keyword.start:
         await asyncio.to_thread(store.unsuppress, channel, address, "all")
-    return True
+    return Inbound(address=address, contact_id=result.contact_id, keyword=keyword)
 
 
 async def handle_status(

@@ -11,9 +11,13 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response, status
 
+from activities.policy import normalize_address
 from api.deps import SettingsDep, StoreDep
+from integrations.channels import ChannelName
 from integrations.twilio_channel import verify_signature
 from starter.inbound import handle_inbound, handle_status, signal_status
+from starter.menu_routing import MenuRouter, RoutedMessage
+from workflows.menu_conversation import MenuMessage
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
 
@@ -57,17 +61,32 @@ async def inbound(request: Request, settings: SettingsDep, store: StoreDep) -> R
         )
     channel, address = _address(sender)
     kind = "button" if form.get("ButtonPayload") else "text"
-    await handle_inbound(
-        store,
-        channel,
-        sid,
-        address,
-        text=form.get("Body", "") if kind == "text" else form.get("ButtonText", ""),
-        received_at=datetime.now(UTC),
-        kind=kind,
-        reply_id=form.get("ButtonPayload") or None,
-        name=form.get("ProfileName") or None,
-    )
+    text = form.get("Body", "") if kind == "text" else form.get("ButtonText", "")
+    reply_id = form.get("ButtonPayload") or None
+    received_at = datetime.now(UTC)
+    router: MenuRouter = request.app.state.menu_router
+    async with router.in_order(ChannelName.whatsapp_twilio, normalize_address(channel, address)):
+        found = await handle_inbound(
+            store,
+            channel,
+            sid,
+            address,
+            text=text,
+            received_at=received_at,
+            kind=kind,
+            reply_id=reply_id,
+            name=form.get("ProfileName") or None,
+        )
+        if found is not None and channel == "whatsapp":
+            router.submit(
+                RoutedMessage(
+                    channel=ChannelName.whatsapp_twilio,
+                    address=found.address,
+                    contact_id=found.contact_id,
+                    message=MenuMessage(sid, text, reply_id, received_at),
+                    keyword=found.keyword,
+                )
+            )
     return Response(EMPTY_TWIML, media_type="text/xml")
 
 

@@ -8,9 +8,13 @@ import json
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response, status
 from fastapi.responses import PlainTextResponse
 
+from activities.policy import normalize_address
 from api.deps import SettingsDep, StoreDep
+from integrations.channels import ChannelName
 from integrations.whatsapp_cloud import parse_webhook, verify_signature, verify_subscription
 from starter.inbound import handle_inbound, handle_status, signal_status
+from starter.menu_routing import MenuRouter, RoutedMessage
+from workflows.menu_conversation import MenuMessage
 
 router = APIRouter(prefix="/webhooks/whatsapp", tags=["webhooks"])
 
@@ -39,18 +43,35 @@ async def deliveries(
         batch = parse_webhook(json.loads(raw))
     except (ValueError, TypeError) as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body: {error}") from error
+    router: MenuRouter = request.app.state.menu_router
     for message in batch.messages:
-        await handle_inbound(
-            store,
-            "whatsapp",
-            message.id,
-            message.from_,
-            text=message.text,
-            received_at=message.timestamp,
-            kind=message.type,
-            reply_id=message.reply_id,
-            name=message.profile_name,
-        )
+        async with router.in_order(
+            ChannelName.whatsapp, normalize_address("whatsapp", message.from_)
+        ):
+            inbound = await handle_inbound(
+                store,
+                "whatsapp",
+                message.id,
+                message.from_,
+                text=message.text,
+                received_at=message.timestamp,
+                kind=message.type,
+                reply_id=message.reply_id,
+                name=message.profile_name,
+            )
+            if inbound is None:
+                continue
+            router.submit(
+                RoutedMessage(
+                    channel=ChannelName.whatsapp,
+                    address=inbound.address,
+                    contact_id=inbound.contact_id,
+                    message=MenuMessage(
+                        message.id, message.text, message.reply_id, message.timestamp
+                    ),
+                    keyword=inbound.keyword,
+                )
+            )
     for update in batch.statuses:
         mapped = STATUS_MAP.get(update.status)
         if mapped is None:

@@ -199,3 +199,65 @@ class DeliveryEvent(Base):
     error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Menu(Base):
+    """A WhatsApp menu definition, as the API and the menus file save it."""
+
+    __tablename__ = "menus"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    definition: Mapped[str] = mapped_column(Text)
+    """JSON text of ``MenuDefinition.model_dump(mode="json", by_alias=True)``."""
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class MenuSession(Base):
+    """One customer's pass through one menu: its outcome and transcript, for reports."""
+
+    __tablename__ = "menu_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    """``{workflow_id}:{run_id}`` of the ``MenuConversation`` run."""
+    workflow_id: Mapped[str] = mapped_column(String(255), index=True)
+    menu: Mapped[str] = mapped_column(String(64), index=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(20))
+    """``active``, ``completed``, ``expired``, ``handed_off``, ``cancelled``, ``moved``."""
+    last_step: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    context: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    transcript: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BusinessEvent(Base):
+    """Something that happened to a contact (a menu's ``event``), once per idempotency key;
+    automation rules read these."""
+
+    __tablename__ = "business_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(120), index=True)
+    source: Mapped[str] = mapped_column(String(120))
+    """Who emitted it, e.g. ``menu:main_menu``."""
+    channel: Mapped[str] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(String(320))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FallbackReply(Base):
+    """When a contact last got the fallback auto-reply (at most one per period)."""
+
+    __tablename__ = "fallback_replies"
+
+    channel: Mapped[str] = mapped_column(String(40), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)

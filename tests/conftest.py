@@ -28,6 +28,9 @@ from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get("NUDGE_TEST_POSTGRES_URL", "")
 
+pytest_plugins = ["tests.api_rig"]
+"""The ``api`` fixture (the HTTP API with tokens) for every REST test."""
+
 
 def temporal_cli() -> str:
     return str(BIN / "temporal")

@@ -15,18 +15,21 @@ from temporalio.worker import Replayer
 
 from workflows.helpdesk_followup import HelpdeskFollowUp
 from workflows.helpdesk_poll import HelpdeskPoll
+from workflows.menu_conversation import MenuConversation
+from workflows.send_message import SendMessage
 
 HISTORIES = sorted(Path(__file__).with_name("histories").glob("*.json"))
 
 
 def test_histories_are_recorded() -> None:
-    assert len(HISTORIES) >= 3
+    assert len(HISTORIES) >= 6
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replays(path: Path) -> None:
     replayer = Replayer(
-        workflows=[HelpdeskFollowUp, HelpdeskPoll], data_converter=pydantic_data_converter
+        workflows=[HelpdeskFollowUp, HelpdeskPoll, MenuConversation, SendMessage],
+        data_converter=pydantic_data_converter,
     )
     history = WorkflowHistory.from_json(f"followup-{path.stem}", path.read_text())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -1,0 +1,170 @@
+"""WhatsApp menu definitions for operators: edit them, and see how customers go through them.
+
+A definition is checked as a whole before it is saved; every problem comes back in one 422,
+in FastAPI's own shape (``loc`` from ``body``), so a client handles both kinds of 422 alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+
+from api.deps import AdminToken, StoreDep
+from store.menus import MenuSessionView
+from store.repo import Store
+from workflows.menu_definition import MenuDefinition, problems
+
+router = APIRouter(prefix="/v1/menus", tags=["menus"])
+
+SessionStatus = Literal["active", "completed", "expired", "handed_off", "cancelled", "moved"]
+_PATH_PART = re.compile(r"\[(\d+)\]|\[[\"']([^\"']*)[\"']\]|([^.\[\]]+)")
+
+
+class MenuReplace(MenuDefinition):
+    """A definition whose name comes from the path (a name in the body must match it)."""
+
+    name: str | None = None  # type: ignore[assignment]
+
+
+class MenuStatsOut(BaseModel):
+    started: int
+    active: int
+    completed: int
+    expired: int
+    handed_off: int
+    cancelled: int
+    moved: int
+    drop_off: dict[str, int] = Field(description="expired sessions per the step they stopped at")
+
+
+@router.get("", response_model=list[MenuDefinition])
+async def list_menus(_: AdminToken, store: StoreDep, active: bool | None = None) -> Any:
+    """Highest priority first, then by name."""
+    menus = await asyncio.to_thread(store.list_menus, active_only=active is True)
+    return [menu for menu in menus if active is None or menu.active == active]
+
+
+@router.post("", response_model=MenuDefinition, status_code=status.HTTP_201_CREATED)
+async def create_menu(
+    body: MenuDefinition, _: AdminToken, store: StoreDep, request: Request
+) -> Any:
+    if await asyncio.to_thread(store.get_menu, body.name) is not None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"name: a menu {body.name!r} exists already; PUT /v1/menus/{body.name} replaces it",
+        )
+    await _save(store, body)
+    _changed(request)
+    return body
+
+
+@router.get("/{name}", response_model=MenuDefinition)
+async def get_menu(name: str, _: AdminToken, store: StoreDep) -> Any:
+    return await _menu(store, name)
+
+
+@router.put(
+    "/{name}",
+    response_model=MenuDefinition,
+    responses={201: {"description": "Created", "model": MenuDefinition}},
+)
+async def replace_menu(
+    name: str,
+    body: MenuReplace,
+    response: Response,
+    request: Request,
+    _: AdminToken,
+    store: StoreDep,
+) -> Any:
+    """Create the menu, or replace it: 201 when created, 200 when replaced."""
+    if body.name is not None and body.name != name:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["body", "name"],
+                    "msg": f"must be {name!r}, the name in the path, or be left out",
+                    "type": "value_error",
+                }
+            ]
+        )
+    definition = MenuDefinition.model_validate({**body.model_dump(by_alias=True), "name": name})
+    if await _save(store, definition):
+        response.status_code = status.HTTP_201_CREATED
+    _changed(request)
+    return definition
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_menu(name: str, _: AdminToken, store: StoreDep, request: Request) -> None:
+    """Conversations already running keep the definition they started with."""
+    if not await asyncio.to_thread(store.delete_menu, name):
+        raise _not_found(name)
+    _changed(request)
+
+
+@router.get("/{name}/sessions", response_model=list[MenuSessionView])
+async def list_sessions(
+    name: str,
+    _: AdminToken,
+    store: StoreDep,
+    status_: Annotated[SessionStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[Any]:
+    """Newest first, with what each customer answered (context) and the whole transcript."""
+    await _menu(store, name)
+    sessions = await asyncio.to_thread(store.list_menu_sessions, name, status=status_, limit=limit)
+    return [session.__dict__ for session in sessions]
+
+
+@router.get("/{name}/stats", response_model=MenuStatsOut)
+async def menu_stats(name: str, _: AdminToken, store: StoreDep) -> Any:
+    await _menu(store, name)
+    return (await asyncio.to_thread(store.menu_stats, name)).__dict__
+
+
+async def _menu(store: Store, name: str) -> MenuDefinition:
+    menu = await asyncio.to_thread(store.get_menu, name)
+    if menu is None:
+        raise _not_found(name)
+    return menu
+
+
+def _changed(request: Request) -> None:
+    """The inbound router of this process sees the edit at once (others within seconds)."""
+    request.app.state.menu_router.invalidate()
+
+
+def _not_found(name: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"name: no menu {name!r}")
+
+
+async def _save(store: Store, definition: MenuDefinition) -> bool:
+    """Save when sound (True when created); otherwise a 422 listing every problem."""
+    known = await asyncio.to_thread(store.menu_names)
+    found = problems(definition, known_menus=known | {definition.name})
+    if found:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": problem_loc(problem.path),
+                    "msg": problem.message,
+                    "type": "menu_definition",
+                }
+                for problem in found
+            ]
+        )
+    return await asyncio.to_thread(store.save_menu, definition)
+
+
+def problem_loc(path: str) -> list[str | int]:
+    """``steps.a.message.action.buttons[3].reply`` -> ``["body", "steps", "a", "message",
+    "action", "buttons", 3, "reply"]``."""
+    loc: list[str | int] = ["body"]
+    for index, quoted, plain in _PATH_PART.findall(path):
+        loc.append(int(index) if index else quoted or plain)
+    return loc

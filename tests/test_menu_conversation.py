@@ -1,0 +1,492 @@
+"""MenuConversation on the time-skipping server: menus, questions, restart, hand-off, sliding
+expiry, opt-out, keyword precedence and continue-as-new.
+
+Messages come in the way the webhook hands them over (recorded by ``handle_inbound``, routed
+by ``MenuRouter``); replies go out through the real send path and the real WhatsApp Cloud
+client to a fake Graph API server, whose received bodies the tests read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.delivery import DeliveryActivities
+from activities.menus import MenuActivities
+from integrations.channels import Channel, ChannelName
+from integrations.twilio_channel import TwilioChannel
+from integrations.whatsapp_cloud import WhatsAppCloudChannel
+from settings import (
+    MenusSettings,
+    PolicySettings,
+    Settings,
+    TemporalSettings,
+    TwilioSettings,
+    WhatsAppSettings,
+)
+from starter.inbound import handle_inbound
+from starter.menu_routing import MenuRouter, RoutedMessage, pick_menu
+from store.models import BusinessEvent
+from store.repo import Store
+from tests.fakes.graph import FakeGraph
+from tests.fakes.server import serve
+from tests.fakes.twilio import FakeTwilio
+from workflows.menu_conversation import (
+    MenuConversation,
+    MenuConversationInput,
+    MenuConversationResult,
+    MenuMessage,
+    MenuView,
+    workflow_id_for,
+)
+from workflows.menu_definition import MenuDefinition
+from workflows.send_message import SendMessage
+
+PHONE = "+15551239876"
+HINT = "Please tap one of the options."
+
+
+def buttons(text: str, *options: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "body": {"text": text},
+        "action": {
+            "buttons": [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in options]
+        },
+    }
+
+
+PRODUCTS = {
+    "type": "list",
+    "header": {"type": "text", "text": "Our plants"},
+    "body": {"text": "Which plant would you like?"},
+    "footer": {"text": "Prices include delivery"},
+    "action": {
+        "button": "See plants",
+        "sections": [
+            {
+                "title": "Indoor",
+                "rows": [
+                    {"id": "monstera", "title": "Monstera", "description": "Big leaves"},
+                    {"id": "fern", "title": "Fern"},
+                ],
+            },
+            {"title": "Outdoor", "rows": [{"id": "cactus", "title": "Cactus"}]},
+        ],
+    },
+}
+WELCOME = buttons("Welcome! How can we help?", ("order", "New Order"), ("support", "Support"))
+POTS = buttons("Which pot size?", ("small", "Small pot"), ("large", "Large pot"))
+
+
+def shop_menu(**changes: Any) -> MenuDefinition:
+    """Three menu levels (buttons, list, buttons), a question with validation, two ends."""
+    raw: dict[str, Any] = {
+        "name": "main_menu",
+        "trigger_keywords": ["hi", "hello", "menu"],
+        "priority": 1,
+        "start": "initial",
+        "steps": {
+            "initial": {"message": WELCOME, "next": {"order": "products", "support": "agent"}},
+            "products": {
+                "message": PRODUCTS,
+                "next": {"monstera": "pot", "fern": "pot", "cactus": "pot"},
+            },
+            "pot": {"message": POTS, "next": {"small": "ask_qty", "large": "ask_qty"}},
+            "ask_qty": {
+                "message": "How many plants?",
+                "save_as": "qty",
+                "validate": "number",
+                "error": "Please send a number",
+                "next": "done",
+            },
+            "done": {"message": "Order for {qty} plants noted!", "end": True, "event": "new_order"},
+            "agent": {"message": "An agent will reply soon.", "end": True, "handoff": True},
+        },
+    }
+    return MenuDefinition.model_validate(raw | changes)
+
+
+@dataclass
+class Rig:
+    env: WorkflowEnvironment
+    store: Store
+    graph: FakeGraph
+    router: MenuRouter
+    task_queue: str
+    channel: ChannelName = ChannelName.whatsapp
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow_id_for(self.channel.value, PHONE)
+
+    def handle(self) -> WorkflowHandle[Any, Any]:
+        return self.env.client.get_workflow_handle(self.workflow_id)
+
+    async def say(self, text: str = "", reply_id: str | None = None) -> str:
+        """A customer message as the webhook hands it over; what the router did with it."""
+        wamid = f"wamid.{uuid.uuid4().hex}"
+        now = await self.env.get_current_time()
+        inbound = await handle_inbound(
+            self.store, "whatsapp", wamid, PHONE, text=text, received_at=now, reply_id=reply_id
+        )
+        assert inbound is not None
+        routed = RoutedMessage(
+            self.channel,
+            inbound.address,
+            inbound.contact_id,
+            MenuMessage(wamid, text, reply_id, now),
+            inbound.keyword,
+        )
+        return await self.router.route(routed)
+
+    async def replies(self, count: int) -> list[dict[str, Any]]:
+        """Wait (in real time) until the fake Graph API has received ``count`` messages."""
+        for _ in range(500):
+            if len(self.graph.sent) >= count:
+                break
+            await asyncio.sleep(0.02)
+        assert len(self.graph.sent) == count, [m.get("type") for m in self.graph.sent]
+        return self.graph.sent
+
+    async def exchange(self, text: str = "", reply_id: str | None = None) -> dict[str, Any]:
+        """Say something and return the one reply it gets."""
+        before = len(self.graph.sent)
+        await self.say(text, reply_id)
+        return (await self.replies(before + 1))[-1]
+
+    async def view(self) -> MenuView:
+        for _ in range(200):
+            found: MenuView | None = await self.handle().query(MenuConversation.view)
+            if found is not None and found.pending == 0:
+                return found
+            await asyncio.sleep(0.02)
+        raise AssertionError("the conversation did not settle")
+
+    async def record(self, name: str) -> None:
+        """With NUDGE_RECORD_HISTORIES=1, keep this run's history for the replay test."""
+        if os.environ.get("NUDGE_RECORD_HISTORIES") == "1":
+            history = await self.handle().fetch_history()
+            Path(__file__).with_name("histories").joinpath(f"{name}.json").write_text(
+                history.to_json()
+            )
+
+    async def result(self) -> MenuConversationResult:
+        handle = self.env.client.get_workflow_handle_for(MenuConversation.run, self.workflow_id)
+        return await handle.result()
+
+
+def interactive(sent: dict[str, Any]) -> dict[str, Any]:
+    assert sent["type"] == "interactive", sent
+    body: dict[str, Any] = sent["interactive"]
+    return body
+
+
+def text(sent: dict[str, Any]) -> str:
+    assert sent["type"] == "text", sent
+    body: str = sent["text"]["body"]
+    return body
+
+
+@pytest.fixture
+def graph_url() -> Iterator[tuple[FakeGraph, str]]:
+    graph = FakeGraph()
+    with serve(graph.app) as server:
+        yield graph, server.url
+
+
+@pytest.fixture
+async def rig(
+    fresh_time_env: WorkflowEnvironment,
+    store: Store,
+    task_queue: str,
+    graph_url: tuple[FakeGraph, str],
+) -> AsyncIterator[Rig]:
+    graph, url = graph_url
+    channel = WhatsAppCloudChannel(
+        WhatsAppSettings(token=graph.token, phone_number_id=graph.phone_number_id, graph_url=url)
+    )
+    channels: dict[ChannelName, Channel | None] = {ChannelName.whatsapp: channel}
+    # Quiet hours off: menu replies are transactional anyway, and tests run at any hour.
+    rules = PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00")
+    delivery = DeliveryActivities(channels, store, rules)
+    menus = MenuActivities(store)
+    settings = Settings(
+        _env_file=None,
+        temporal=TemporalSettings(task_queue=task_queue),
+        menus=MenusSettings(hint=HINT),
+    )
+
+    async def client() -> Any:
+        return fresh_time_env.client
+
+    async with Worker(
+        fresh_time_env.client,
+        task_queue=task_queue,
+        workflows=[MenuConversation, SendMessage],
+        activities=[delivery.deliver, *menus.all()],
+    ):
+        yield Rig(fresh_time_env, store, graph, MenuRouter(settings, store, client), task_queue)
+    await channel.aclose()
+
+
+async def test_three_level_menu_with_question_and_validation(rig: Rig) -> None:
+    rig.store.save_menu(shop_menu())
+
+    assert await rig.say("Hi there!") == "trigger:main_menu"
+    first = (await rig.replies(1))[0]
+    assert first["to"].lstrip("+") == PHONE.lstrip("+")
+    assert interactive(first) == WELCOME
+
+    assert interactive(await rig.exchange("New Order", "order")) == PRODUCTS
+    # Typed text that is a row's title counts as choosing that row.
+    assert interactive(await rig.exchange("fern")) == POTS
+    # Anything else: the same step again, with a hint (never silence).
+    again = interactive(await rig.exchange("blue please"))
+    assert again["body"]["text"] == f"{HINT}\n\nWhich pot size?"
+    assert again["action"] == POTS["action"]
+
+    assert text(await rig.exchange("Large pot", "large")) == "How many plants?"
+    assert text(await rig.exchange("a dozen")) == "Please send a number"
+    assert text(await rig.exchange("12")) == "Order for 12 plants noted!"
+
+    result = await rig.result()
+    assert (result.status, result.last_step, result.context) == ("completed", "done", {"qty": "12"})
+
+    sessions = rig.store.list_menu_sessions("main_menu")
+    assert [(s.status, s.last_step, s.context) for s in sessions] == [
+        ("completed", "done", {"qty": "12"})
+    ]
+    directions = [entry["direction"] for entry in sessions[0].transcript]
+    assert directions == ["in", "out"] * 7
+    with rig.store.engine.connect() as connection:
+        events = connection.execute(select(BusinessEvent.name, BusinessEvent.payload)).all()
+    assert len(events) == 1 and events[0][0] == "new_order"
+    assert events[0][1]["context"] == {"qty": "12"}
+    await rig.record("menu_conversation_completed")
+
+
+async def test_restart_and_menu_go_back_to_start_and_forget_answers(rig: Rig) -> None:
+    rig.store.save_menu(shop_menu())
+    await rig.say("hello")
+    await rig.replies(1)
+    await rig.exchange(reply_id="order", text="New Order")
+    assert interactive(await rig.exchange("restart")) == WELCOME
+    assert (await rig.view()).step == "initial"
+
+    await rig.exchange(reply_id="order", text="New Order")
+    await rig.exchange(reply_id="cactus", text="Cactus")
+    await rig.exchange(reply_id="small", text="Small pot")
+    await rig.exchange("3")  # answered; the end step completes the conversation
+    assert (await rig.result()).context == {"qty": "3"}
+
+    # A new conversation starts afresh; "MENU" mid-way goes back to the start.
+    await rig.say("hi")
+    await rig.replies(8)
+    await rig.exchange(reply_id="order", text="New Order")
+    assert interactive(await rig.exchange("MENU")) == WELCOME
+
+
+async def test_handoff_stops_the_bot_until_released(rig: Rig) -> None:
+    rig.store.save_menu(shop_menu())
+    await rig.say("hi")
+    await rig.replies(1)
+    assert text(await rig.exchange("Support", "support")) == "An agent will reply soon."
+    view = await rig.view()
+    assert view.handed_off and view.step == "agent"
+    assert rig.store.menu_stats("main_menu").handed_off == 1
+
+    # The customer writes again, even a trigger keyword: the bot stays quiet.
+    assert await rig.say("are you there?") == "conversation"
+    assert await rig.say("hi") == "trigger:main_menu"  # signal-with-start: the same one
+    assert (await rig.view()).handed_off
+    assert len(rig.graph.sent) == 2
+
+    await rig.handle().signal(MenuConversation.release)
+    result = await rig.result()
+    assert (result.status, result.reason) == ("handed_off", "released by an agent")
+    assert len(rig.graph.sent) == 2
+    await rig.record("menu_conversation_handoff")
+
+
+async def test_expiry_slides_with_each_message(rig: Rig) -> None:
+    rig.store.save_menu(shop_menu(expiry="2h", expiry_message="Session closed. Say hi anytime."))
+    began = await rig.env.get_current_time()
+    await rig.say("hi")
+    await rig.replies(1)
+
+    await rig.env.sleep(timedelta(minutes=90))
+    await rig.exchange("New Order", "order")  # 90 min in: still open, and the clock restarts
+    await rig.env.sleep(timedelta(minutes=90))  # 3 h after the start, 90 min after the reply
+    assert (await rig.view()).step == "products", "an absolute 2 h expiry would have ended it"
+
+    await rig.env.sleep(timedelta(hours=1))  # 2.5 h since the reply
+    result = await rig.result()
+    assert result.status == "expired" and result.last_step == "products"
+    assert result.ended_at is not None
+    idle = result.ended_at - began
+    assert timedelta(minutes=90) + timedelta(hours=2) <= idle < timedelta(hours=4)
+    # The window was still open (the last message was 2 h ago): the expiry message went out.
+    assert text((await rig.replies(3))[-1]) == "Session closed. Say hi anytime."
+    stats = rig.store.menu_stats("main_menu")
+    assert (stats.started, stats.expired, stats.drop_off) == (1, 1, {"products": 1})
+    await rig.record("menu_conversation_expired")
+
+
+async def test_expiry_message_is_not_sent_once_the_whatsapp_window_closed(rig: Rig) -> None:
+    rig.store.save_menu(shop_menu(expiry="25h", expiry_message="Session closed."))
+    await rig.say("hi")
+    await rig.replies(1)
+    await rig.env.sleep(timedelta(hours=26))
+    result = await rig.result()
+    assert result.status == "expired"
+    await asyncio.sleep(0.3)
+    assert len(rig.graph.sent) == 1, "outside the 24-hour window nothing free-form is sent"
+
+
+async def test_stop_ends_the_conversation_without_another_word(rig: Rig) -> None:
+    rig.store.save_menu(shop_menu())
+    await rig.say("hi")
+    await rig.replies(1)
+    assert await rig.say("STOP") == "opt_out"
+    result = await rig.result()
+    assert (result.status, result.reason) == ("cancelled", "opted out")
+    assert len(rig.graph.sent) == 1
+    # Opted out, a trigger keyword starts a conversation whose first send is suppressed.
+    await rig.say("hi")
+    assert (await rig.result()).status == "cancelled"
+    assert len(rig.graph.sent) == 1
+
+
+async def test_trigger_keyword_precedence(rig: Rig) -> None:
+    greet = shop_menu(name="greeting", trigger_keywords=["hi"], priority=1)
+    greet_long = shop_menu(name="greeting_long", trigger_keywords=["hi there"], priority=1)
+    order = shop_menu(name="orders", trigger_keywords=["order", "buy"], priority=5)
+    cafe = shop_menu(name="cafe", trigger_keywords=["cafe"], priority=0)
+    menus = [greet, greet_long, order, cafe]
+
+    assert pick_menu(menus, "Hi there!") is greet_long  # same priority: longer keyword
+    assert pick_menu(menus, "hi, I want to ORDER") is order  # higher priority wins
+    assert pick_menu(menus, "this is it") is None  # "hi" is not a whole word here
+    assert pick_menu(menus, "Hí") is greet  # accents and case do not matter
+    assert pick_menu(menus, "un café por favor") is cafe
+    assert pick_menu([greet.model_copy(update={"active": False})], "hi") is None
+
+    for menu in menus:
+        rig.store.save_menu(menu)
+    assert await rig.say("HI THERE") == "trigger:greeting_long"
+    await rig.replies(1)
+    view = await rig.view()
+    assert view.menu == "greeting_long"
+
+
+async def test_long_conversation_continues_as_new_with_its_state(rig: Rig) -> None:
+    menu = shop_menu()
+    now = await rig.env.get_current_time()
+    await handle_inbound(rig.store, "whatsapp", "wamid.0", PHONE, text="hi", received_at=now)
+    await rig.env.client.start_workflow(
+        MenuConversation.run,
+        MenuConversationInput(ChannelName.whatsapp, PHONE, menu, history_limit=60),
+        id=rig.workflow_id,
+        task_queue=rig.task_queue,
+        start_signal="message",
+        start_signal_args=[MenuMessage("wamid.start", "hi")],
+    )
+    first_run = (await rig.handle().describe()).run_id
+    await rig.replies(1)
+    sent = 1
+    for round_ in range(6):
+        for reply_id, title in (("order", "New Order"), ("fern", "Fern"), ("small", "Small pot")):
+            await rig.handle().signal(
+                MenuConversation.message, MenuMessage(f"wamid.{round_}.{reply_id}", title, reply_id)
+            )
+            sent += 1
+            await rig.replies(sent)
+        await rig.handle().signal(MenuConversation.message, MenuMessage(f"wamid.{round_}", "menu"))
+        sent += 1
+        await rig.replies(sent)
+    assert (await rig.handle().describe()).run_id != first_run
+    await rig.handle().signal(MenuConversation.message, MenuMessage("wamid.o", "x", "order"))
+    await rig.handle().signal(MenuConversation.message, MenuMessage("wamid.f", "x", "fern"))
+    await rig.handle().signal(MenuConversation.message, MenuMessage("wamid.s", "x", "small"))
+    await rig.handle().signal(MenuConversation.message, MenuMessage("wamid.q", "7"))
+    result = await rig.result()
+    assert (result.status, result.context) == ("completed", {"qty": "7"})
+    sessions = rig.store.list_menu_sessions("main_menu")
+    assert len(sessions) == 1, "one session across every run"
+    assert len(sessions[0].transcript) == 2 * (1 + 6 * 4 + 4)
+
+
+async def test_whatsapp_through_twilio_gets_numbered_text_menus(
+    fresh_time_env: WorkflowEnvironment, store: Store, task_queue: str
+) -> None:
+    """Twilio's WhatsApp has no interactive messages here: the menu goes out as numbered
+    text, and the customer may answer with the number or the option's title."""
+    twilio = FakeTwilio()
+    with serve(twilio.app) as server:
+        channel = TwilioChannel(
+            TwilioSettings(
+                account_sid=twilio.account_sid,
+                auth_token=twilio.auth_token,
+                whatsapp_from="+15005550006",
+                base_url=server.url,
+            ),
+            ChannelName.whatsapp_twilio,
+        )
+        rules = PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00")
+        delivery = DeliveryActivities({ChannelName.whatsapp_twilio: channel}, store, rules)
+        menus = MenuActivities(store)
+        settings = Settings(_env_file=None, temporal=TemporalSettings(task_queue=task_queue))
+
+        async def client() -> Any:
+            return fresh_time_env.client
+
+        store.save_menu(shop_menu())
+        graph = FakeGraph()  # unused by this channel; the rig wants one
+        async with Worker(
+            fresh_time_env.client,
+            task_queue=task_queue,
+            workflows=[MenuConversation],
+            activities=[delivery.deliver, *menus.all()],
+        ):
+            rig = Rig(
+                fresh_time_env,
+                store,
+                graph,
+                MenuRouter(settings, store, client),
+                task_queue,
+                ChannelName.whatsapp_twilio,
+            )
+
+            async def bodies(count: int) -> list[tuple[str, str]]:
+                for _ in range(500):
+                    if len(twilio.messages) >= count:
+                        break
+                    await asyncio.sleep(0.02)
+                assert len(twilio.messages) == count
+                return [(m["To"], m["Body"]) for m in twilio.messages]
+
+            await rig.say("hi")
+            to, body = (await bodies(1))[0]
+            assert to == f"whatsapp:{PHONE}"
+            assert body == "Welcome! How can we help?\n1. New Order\n2. Support"
+            await rig.say("1")
+            assert (await bodies(2))[1][1] == (
+                "Our plants\nWhich plant would you like?\n1. Monstera\n2. Fern\n3. Cactus\n"
+                "Prices include delivery"
+            )
+            await rig.say("cactus")
+            assert (await bodies(3))[2][1].startswith("Which pot size?\n1. Small pot")
+        await channel.aclose()

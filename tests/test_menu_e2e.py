@@ -1,0 +1,186 @@
+"""A WhatsApp menu end to end on the Temporal dev server: Meta-signed Cloud API webhooks at
+the real route, the real worker wiring, and the exact payloads that reach a fake Graph API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api.app import create_app
+from settings import PolicySettings, Settings, TemporalSettings, WhatsAppSettings
+from store.db import upgrade
+from store.models import InboundMessage
+from store.repo import Role, Store
+from tests.fakes.graph import FakeGraph
+from tests.fakes.server import serve
+from tests.test_e2e import wait_for
+from tests.test_menu_conversation import POTS, PRODUCTS, WELCOME, shop_menu
+from worker import WORKFLOWS, build_activities
+
+APP_SECRET = "menu-e2e-app-secret"
+CUSTOMER = "15551239876"
+"""As Meta reports a WhatsApp sender: digits, no ``+``."""
+
+
+@dataclass
+class Stack:
+    graph: FakeGraph
+    hooks: httpx.AsyncClient
+    api: httpx.AsyncClient
+    store: Store
+
+    async def deliver(self, payload: dict[str, Any]) -> None:
+        raw, headers = self.graph.signed(payload, APP_SECRET)
+        response = await self.hooks.post("/webhooks/whatsapp", content=raw, headers=headers)
+        assert response.status_code == 200, response.text
+
+    async def sent(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        await wait_for(lambda: len(self.graph.sent) >= count, timeout)
+        await asyncio.sleep(0.3)  # nothing more arrives behind them
+        assert len(self.graph.sent) == count, self.graph.sent
+        return self.graph.sent
+
+
+def to_customer(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "+" + CUSTOMER,
+        **body,
+    }
+
+
+@pytest.fixture
+async def stack(
+    dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str
+) -> AsyncIterator[Stack]:
+    database_url = f"sqlite:///{tmp_path / 'nudge.db'}"
+    upgrade(database_url)
+    graph = FakeGraph()
+    store = Store.from_url(database_url)
+    with serve(graph.app) as graph_server:
+        settings = Settings(
+            _env_file=None,
+            database_url=database_url,
+            temporal=TemporalSettings(
+                address=dev_env.client.service_client.config.target_host, task_queue=task_queue
+            ),
+            whatsapp=WhatsAppSettings(
+                token=graph.token,
+                phone_number_id=graph.phone_number_id,
+                graph_url=graph_server.url,
+                app_secret=APP_SECRET,
+                verify_token="verify",
+            ),
+            policy=PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00"),
+        )
+        token = store.create_token(Role.admin, "e2e")
+        async with (
+            build_activities(settings, store) as activities,
+            Worker(
+                dev_env.client,
+                task_queue=task_queue,
+                workflows=list(WORKFLOWS),
+                activities=activities.all(),
+            ),
+        ):
+            with serve(create_app(settings, store=store)) as app_server:
+                async with (
+                    httpx.AsyncClient(base_url=app_server.url, timeout=10) as hooks,
+                    httpx.AsyncClient(
+                        base_url=app_server.url,
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=10,
+                    ) as api,
+                ):
+                    yield Stack(graph, hooks, api, store)
+    store.close()
+
+
+async def test_menu_over_the_real_webhook(stack: Stack) -> None:
+    graph = stack.graph
+    created = await stack.api.post(
+        "/v1/menus", json=shop_menu().model_dump(mode="json", by_alias=True)
+    )
+    assert created.status_code == 201, created.text
+
+    await stack.deliver(graph.inbound_text(CUSTOMER, "Hello!"))
+    sent = await stack.sent(1)
+    assert sent[0] == to_customer({"type": "interactive", "interactive": WELCOME})
+
+    tap = graph.inbound_button_reply(CUSTOMER, "order", "New Order")
+    await stack.deliver(tap)
+    await stack.deliver(tap)  # Meta retries: the same wamid is handled once
+    sent = await stack.sent(2)
+    assert sent[1] == to_customer({"type": "interactive", "interactive": PRODUCTS})
+
+    await stack.deliver(graph.inbound_list_reply(CUSTOMER, "fern", "Fern"))
+    sent = await stack.sent(3)
+    assert sent[2] == to_customer({"type": "interactive", "interactive": POTS})
+
+    # Two messages from the same phone at once: each handled once, in the order they arrived.
+    tap_small = graph.inbound_button_reply(CUSTOMER, "small", "Small pot")
+    answer = graph.inbound_text(CUSTOMER, "3")
+    await asyncio.gather(stack.deliver(tap_small), stack.deliver(answer))
+    sent = await stack.sent(5)
+    first = arrival_order(stack.store, [message_id(tap_small), message_id(answer)])[0]
+    if first == message_id(tap_small):
+        expected = [
+            to_customer(
+                {"type": "text", "text": {"preview_url": False, "body": "How many plants?"}}
+            ),
+            to_customer(
+                {
+                    "type": "text",
+                    "text": {"preview_url": False, "body": "Order for 3 plants noted!"},
+                }
+            ),
+        ]
+    else:  # "3" reached the pot step first: the step again with the hint, then the tap
+        hinted = {**POTS, "body": {"text": "Please choose one of the options.\n\nWhich pot size?"}}
+        expected = [
+            to_customer({"type": "interactive", "interactive": hinted}),
+            to_customer(
+                {"type": "text", "text": {"preview_url": False, "body": "How many plants?"}}
+            ),
+        ]
+    assert sent[3:] == expected
+
+    if first == message_id(tap_small):
+        sessions = await stack.api.get("/v1/menus/main_menu/sessions")
+        await wait_for(
+            lambda: bool(stack.store.list_menu_sessions("main_menu", status="completed"))
+        )
+        sessions = await stack.api.get("/v1/menus/main_menu/sessions")
+        assert sessions.status_code == 200
+        assert [(s["status"], s["context"]) for s in sessions.json()] == [
+            ("completed", {"qty": "3"})
+        ]
+        stats = (await stack.api.get("/v1/menus/main_menu/stats")).json()
+        assert (stats["started"], stats["completed"]) == (1, 1)
+
+
+def message_id(payload: dict[str, Any]) -> str:
+    messages = payload["entry"][0]["changes"][0]["value"]["messages"]
+    found: str = messages[0]["id"]
+    return found
+
+
+def arrival_order(store: Store, ids: list[str]) -> list[str]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(InboundMessage.provider_message_id)
+            .where(InboundMessage.provider_message_id.in_(ids))
+            .order_by(InboundMessage.id)
+        )
+        return [row[0] for row in rows]

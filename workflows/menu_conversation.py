@@ -1,0 +1,460 @@
+"""MenuConversation: one customer's WhatsApp menu conversation (seed 004), start to end.
+
+The seed kept each customer's place in a state table and swept stale rows with a cron job.
+Here the conversation is a workflow with id ``menu:{channel}:{phone}``: the webhook starts it
+(or feeds it) with signal-with-start, the customer's messages queue up and are handled one at
+a time in arrival order, the saved answers live in the workflow, and the 24-hour inactivity
+expiry is a durable timer that every customer message pushes back.
+
+Every reply goes through the one send path (policy -> outbox -> channel). How it ends is
+recorded for operators (sessions, with transcript and answers) and, when the end step names
+an ``event``, emitted for automation rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.delivery import DeliverRequest
+    from activities.menus import (
+        MenuActivities,
+        MenuEvent,
+        SessionEnd,
+        SessionStart,
+        TranscriptEntry,
+    )
+    from integrations.channels import ChannelName, MessageClass
+    from workflows.delivery import send
+    from workflows.menu_definition import MenuDefinition, MenuStep, check_answer
+    from workflows.menu_text import fill, fill_interactive, same_words, words
+    from workflows.search_attributes import CONTACT_ID, NUDGE_STATUS
+
+KIND = "menu"
+# Bookkeeping runs as local activities: quick database writes in the worker, without a
+# round trip through the server for each (a conversation's latency is the customer's wait).
+BOOKKEEPING = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
+)
+RESTART_WORDS = (["menu"], ["restart"])
+DEFAULT_HINT = "Please choose one of the options."
+NOT_UNDERSTOOD = "Sorry, I did not understand that."
+UNAVAILABLE = "Sorry, that option is not available right now."
+TRANSCRIPT_LIMIT = 500
+"""Entries kept in the workflow (and stored); a very long conversation keeps its latest."""
+SEEN_LIMIT = 200
+HISTORY_LIMIT = 4000
+"""Events after which the conversation continues as new, well before Temporal's limits."""
+TEXT_CHANNELS = (ChannelName.whatsapp_twilio,)
+"""Channels without interactive messages: menus are sent as numbered text."""
+
+
+def workflow_id_for(channel: str, address: str) -> str:
+    return f"menu:{channel}:{address}"
+
+
+@dataclass
+class MenuMessage:
+    """One customer message, as the webhook hands it over."""
+
+    provider_message_id: str
+    text: str = ""
+    reply_id: str | None = None
+    """The id of the button or list row the customer tapped."""
+    received_at: datetime | None = None
+
+
+@dataclass
+class MenuState:
+    """Everything a conversation needs to go on; carried across ``continue_as_new``."""
+
+    session_id: str
+    menu: MenuDefinition
+    step: str
+    last_activity: datetime
+    context: dict[str, str] = field(default_factory=dict)
+    transcript: list[TranscriptEntry] = field(default_factory=list)
+    sent: int = 0
+    sessions: int = 1
+    started: bool = False
+    handed_off: bool = False
+    pending: list[MenuMessage] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MenuConversationInput:
+    channel: ChannelName
+    address: str
+    menu: MenuDefinition
+    contact_id: int | None = None
+    hint: str = DEFAULT_HINT
+    history_limit: int = HISTORY_LIMIT
+    state: MenuState | None = None
+
+
+@dataclass
+class MenuConversationResult:
+    status: str
+    """completed, expired, handed_off or cancelled."""
+    menu: str
+    last_step: str
+    reason: str = ""
+    context: dict[str, str] = field(default_factory=dict)
+    ended_at: datetime | None = None
+
+
+@dataclass
+class MenuView:
+    menu: str
+    step: str
+    handed_off: bool
+    context: dict[str, str]
+    pending: int
+
+
+@dataclass
+class _Ending:
+    status: str
+    reason: str = ""
+
+
+@workflow.defn
+class MenuConversation:
+    def __init__(self) -> None:
+        self._pending: list[MenuMessage] = []
+        self._seen: list[str] = []
+        self._opted_out = False
+        self._released = False
+        self._state: MenuState | None = None
+
+    @workflow.signal
+    def message(self, message: MenuMessage) -> None:
+        """A customer message; a provider's retry of the same message is dropped."""
+        if message.provider_message_id in self._seen:
+            return
+        self._seen = [*self._seen, message.provider_message_id][-SEEN_LIMIT:]
+        self._pending.append(message)
+
+    @workflow.signal
+    def opted_out(self) -> None:
+        """The customer sent STOP: the conversation ends without another word."""
+        self._opted_out = True
+
+    @workflow.signal
+    def release(self) -> None:
+        """An agent has finished with a handed-off conversation: end it."""
+        self._released = True
+
+    @workflow.query
+    def view(self) -> MenuView | None:
+        state = self._state
+        if state is None:
+            return None
+        return MenuView(
+            state.menu.name, state.step, state.handed_off, dict(state.context), len(self._pending)
+        )
+
+    @workflow.run
+    async def run(self, start: MenuConversationInput) -> MenuConversationResult:
+        info = workflow.info()
+        state = start.state or MenuState(
+            session_id=f"{info.workflow_id}:{info.run_id}",
+            menu=start.menu,
+            step=start.menu.start,
+            last_activity=workflow.now(),
+        )
+        self._pending = [*state.pending, *self._pending]
+        self._seen = [*state.seen, *(s for s in self._seen if s not in state.seen)][-SEEN_LIMIT:]
+        state.pending = []
+        self._state = state
+        if start.contact_id is not None:
+            workflow.upsert_search_attributes([CONTACT_ID.value_set(str(start.contact_id))])
+        try:
+            ending = await self._converse(start, state)
+        except asyncio.CancelledError:
+            await self._record_end(start, state, "cancelled")
+            raise
+        await self._record_end(start, state, ending.status)
+        return MenuConversationResult(
+            status=ending.status,
+            menu=state.menu.name,
+            last_step=state.step,
+            reason=ending.reason,
+            context=dict(state.context),
+            ended_at=workflow.now(),
+        )
+
+    async def _converse(self, start: MenuConversationInput, state: MenuState) -> _Ending:
+        while True:
+            if self._opted_out:
+                return _Ending("handed_off" if state.handed_off else "cancelled", "opted out")
+            if state.handed_off and self._released:
+                return _Ending("handed_off", "released by an agent")
+            if not self._pending:
+                remaining = state.last_activity + state.menu.expiry - workflow.now()
+                try:
+                    await workflow.wait_condition(
+                        lambda: (
+                            bool(self._pending)
+                            or self._opted_out
+                            or (state.handed_off and self._released)
+                        ),
+                        timeout=max(remaining, timedelta(0)),
+                    )
+                except TimeoutError:
+                    return await self._expire(start, state)
+                continue
+            message = self._pending.pop(0)
+            state.last_activity = workflow.now()
+            ending = await self._handle(start, state, message)
+            if ending is not None:
+                return ending
+            if self._should_continue_as_new(start):
+                state.pending = list(self._pending)
+                state.seen = list(self._seen)
+                workflow.continue_as_new(
+                    MenuConversationInput(
+                        channel=start.channel,
+                        address=start.address,
+                        menu=start.menu,
+                        contact_id=start.contact_id,
+                        hint=start.hint,
+                        history_limit=start.history_limit,
+                        state=state,
+                    )
+                )
+
+    def _should_continue_as_new(self, start: MenuConversationInput) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= start.history_limit
+        )
+
+    async def _handle(
+        self, start: MenuConversationInput, state: MenuState, message: MenuMessage
+    ) -> _Ending | None:
+        text = message.text.strip()
+        self._note(state, "in", text or (message.reply_id or ""))
+        if not state.started:
+            # The message that matched a trigger keyword: answer with the first step.
+            state.started = True
+            await self._start_session(start, state)
+            return await self._show(start, state, state.menu.start)
+        if state.handed_off:
+            return None  # a human has it; the bot stays quiet and keeps the transcript
+        if words(text) in RESTART_WORDS and not message.reply_id:
+            state.context = {}
+            return await self._show(start, state, state.menu.start)
+        step = state.menu.steps[state.step]
+        if step.kind == "menu":
+            choice = self._choice(start, step, message)
+            if choice is None:
+                return await self._show(start, state, state.step, hint=start.hint)
+            target = step.next[choice] if isinstance(step.next, dict) else None
+            return await self._go(start, state, target)
+        if step.kind == "question":
+            value = check_answer(step, text)
+            if value is None:
+                await self._send_text(
+                    start, state, step.error or f"{NOT_UNDERSTOOD} {step.message}"
+                )
+                return None
+            state.context[step.save_as or state.step] = value
+            return await self._go(start, state, step.next if isinstance(step.next, str) else None)
+        return await self._show(start, state, state.menu.start)  # an end step: begin again
+
+    def _choice(
+        self, start: MenuConversationInput, step: MenuStep, message: MenuMessage
+    ) -> str | None:
+        options = step.reply_options()
+        ids = [option_id for option_id, _ in options]
+        if message.reply_id in ids:
+            return message.reply_id
+        for option_id, title in options:
+            if same_words(message.text, title):
+                return option_id
+        typed = message.text.strip().rstrip(".)")
+        if start.channel in TEXT_CHANNELS and typed.isdigit() and 1 <= int(typed) <= len(ids):
+            return ids[int(typed) - 1]
+        return None
+
+    async def _go(
+        self, start: MenuConversationInput, state: MenuState, target: str | None
+    ) -> _Ending | None:
+        if target is None:
+            return await self._show(start, state, state.step, hint=start.hint)
+        if target in state.menu.steps:
+            return await self._show(start, state, target)
+        if target == state.menu.name:  # this menu again, from its start
+            state.context = {}
+            return await self._show(start, state, state.menu.start)
+        other = await workflow.execute_local_activity_method(
+            MenuActivities.load_menu,
+            target,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=BOOKKEEPING,
+        )
+        if other is None:
+            await self._send_text(start, state, UNAVAILABLE)
+            return await self._show(start, state, state.step)
+        await self._record_end(start, state, "moved")
+        state.sessions += 1
+        state.session_id = (
+            f"{workflow.info().workflow_id}:{workflow.info().run_id}:{state.sessions}"
+        )
+        state.menu = other
+        state.context = {}
+        state.transcript = []
+        await self._start_session(start, state)
+        return await self._show(start, state, other.start)
+
+    async def _show(
+        self, start: MenuConversationInput, state: MenuState, name: str, *, hint: str = ""
+    ) -> _Ending | None:
+        state.step = name
+        step = state.menu.steps[name]
+        if step.kind == "menu" and isinstance(step.message, dict):
+            interactive = fill_interactive(step.message, state.context)
+            if hint:
+                interactive = _with_hint(interactive, hint)
+            return await self._send(start, state, interactive=interactive)
+        text = fill(step.message if isinstance(step.message, str) else "", state.context)
+        ending = await self._send(start, state, text=text)
+        if ending is not None or step.kind != "end":
+            return ending
+        if step.event:
+            await workflow.execute_local_activity_method(
+                MenuActivities.emit_event,
+                MenuEvent(
+                    idempotency_key=f"{state.session_id}:{name}",
+                    name=step.event,
+                    menu=state.menu.name,
+                    channel=start.channel.value,
+                    address=start.address,
+                    context=dict(state.context),
+                    occurred_at=workflow.now(),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
+            )
+        if step.handoff:
+            state.handed_off = True
+            await self._record_end(start, state, "handed_off")
+            return None
+        return _Ending("completed")
+
+    async def _send_text(self, start: MenuConversationInput, state: MenuState, text: str) -> None:
+        await self._send(start, state, text=text)
+
+    async def _send(
+        self,
+        start: MenuConversationInput,
+        state: MenuState,
+        *,
+        text: str = "",
+        interactive: dict[str, Any] | None = None,
+    ) -> _Ending | None:
+        state.sent += 1
+        shown = text
+        if interactive is not None:
+            shown = _as_text(interactive)
+            if start.channel not in TEXT_CHANNELS:
+                text = ""
+            else:
+                text, interactive = shown, None
+        outcome = await send(
+            DeliverRequest(
+                idempotency_key=f"{state.session_id}:{state.sent}",
+                workflow_id=workflow.info().workflow_id,
+                channel=start.channel,
+                to=start.address,
+                text=text,
+                interactive=interactive,
+                message_class=MessageClass.transactional,
+                contact_id=start.contact_id,
+            )
+        )
+        self._note(state, "out", shown)
+        if outcome.status == "suppressed":
+            return _Ending("cancelled", outcome.reason or "the customer opted out")
+        return None
+
+    def _note(self, state: MenuState, direction: str, text: str) -> None:
+        entry = TranscriptEntry(at=workflow.now(), direction=direction, text=text, step=state.step)
+        state.transcript = [*state.transcript, entry][-TRANSCRIPT_LIMIT:]
+
+    async def _expire(self, start: MenuConversationInput, state: MenuState) -> _Ending:
+        if state.handed_off:
+            return _Ending("handed_off", "no message within the expiry")
+        if state.menu.expiry_message and state.started:
+            # The send path refuses free-form text once the WhatsApp window has closed.
+            await self._send_text(start, state, fill(state.menu.expiry_message, state.context))
+        return _Ending("expired", f"no message for {state.menu.expiry}")
+
+    async def _start_session(self, start: MenuConversationInput, state: MenuState) -> None:
+        workflow.upsert_search_attributes([NUDGE_STATUS.value_set("active")])
+        await workflow.execute_local_activity_method(
+            MenuActivities.start_session,
+            SessionStart(
+                session_id=state.session_id,
+                workflow_id=workflow.info().workflow_id,
+                menu=state.menu.name,
+                channel=start.channel.value,
+                address=start.address,
+                started_at=workflow.now(),
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=BOOKKEEPING,
+        )
+
+    async def _record_end(
+        self, start: MenuConversationInput, state: MenuState, status: str
+    ) -> None:
+        if status != "moved":
+            workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
+        if not state.started:
+            return
+        await workflow.execute_local_activity_method(
+            MenuActivities.end_session,
+            SessionEnd(
+                session_id=state.session_id,
+                status=status,
+                last_step=state.step,
+                ended_at=workflow.now(),
+                context=dict(state.context),
+                transcript=list(state.transcript),
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=BOOKKEEPING,
+        )
+
+
+def _with_hint(interactive: dict[str, Any], hint: str) -> dict[str, Any]:
+    """The same menu with the hint above its text, within WhatsApp's 1024-character body."""
+    body = dict(interactive.get("body") or {})
+    text = f"{hint}\n\n{body.get('text', '')}".strip()
+    body["text"] = text if len(text) <= 1024 else hint
+    return {**interactive, "body": body}
+
+
+def _as_text(interactive: dict[str, Any]) -> str:
+    """The menu as plain text with numbered options (for transcripts and text-only channels)."""
+    lines = []
+    for part in ("header", "body"):
+        value = interactive.get(part)
+        if isinstance(value, dict) and value.get("text"):
+            lines.append(str(value["text"]))
+    options = MenuStep(message=interactive).reply_options()
+    lines += [f"{number}. {title}" for number, (_, title) in enumerate(options, start=1)]
+    footer = interactive.get("footer")
+    if isinstance(footer, dict) and footer.get("text"):
+        lines.append(str(footer["text"]))
+    return "\n".join(lines)

@@ -1,0 +1,863 @@
+"""A menu definition: the steps of a WhatsApp menu conversation, as operators write them.
+
+The same model is stored by the API, loaded from ``NUDGE_MENUS__FILE`` and carried into each
+``MenuConversation`` run (a running conversation keeps the definition it started with, so an
+edit never changes a conversation half-way). A menu step's ``message`` is exactly the WhatsApp
+Cloud API ``interactive`` object, so operators can paste Meta's own examples.
+
+``problems`` lists everything wrong with a definition at once, each with its path, so the API
+can answer one 422 that names every problem. ``check_answer`` is the one place a customer's
+answer to a question is checked and normalized.
+
+Limits are Meta's documented ones for interactive messages, counted in characters (Python
+code points): reply buttons 1-3, button title 20, button id 256; list button text 20, at most
+10 sections and 10 rows across them, section title 24, row title 24, row description 72, row
+id 200; body 1024, header 60, footer 60. Ids are checked per kind (256 for buttons, 200 for
+rows), as Meta does. Only text headers are accepted: menus are also sent as plain text on
+channels without interactive messages, where a media header has nothing to show.
+"""
+
+# No ``from __future__ import annotations``: these models cross the workflow boundary and
+# pydantic resolves their annotations inside the workflow sandbox.
+# Pure and deterministic (no I/O, clocks or randomness): imported by the workflow through
+# passthrough.
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_EXPIRY = timedelta(hours=24)
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+"""``{name}``, but not inside ``{{name}}`` (literal braces); the same pattern as the filler."""
+BUILTIN_VALIDATORS = ("number", "email", "phone", "date")
+Validator = Literal["number", "email", "phone", "date"] | list[str] | dict[str, str]
+"""A built-in check, a list of accepted answers (one of), or ``{"regex": "..."}``."""
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+EVENT = re.compile(r"[A-Za-z0-9_.:-]+")
+_KIND = {"menu": "a menu", "question": "a question", "end": "an end step"}
+
+MAX_BUTTONS = 3
+MAX_SECTIONS = 10
+MAX_ROWS = 10
+BUTTON_TITLE = 20
+BUTTON_ID = 256
+LIST_BUTTON = 20
+SECTION_TITLE = 24
+ROW_TITLE = 24
+ROW_DESCRIPTION = 72
+ROW_ID = 200
+BODY = 1024
+HEADER = 60
+FOOTER = 60
+
+
+class MenuStep(BaseModel):
+    """One of three kinds, told apart by its fields:
+
+    - a menu: ``message`` is an ``interactive`` object (``button`` or ``list``); ``next`` maps
+      each reply id to a step of this definition or to another menu by name;
+    - a question: ``message`` is text, ``save_as`` names the answer, ``validate`` and
+      ``error`` check it, ``next`` is one target;
+    - an end: ``end: true``, ``message`` text with ``{saved}`` placeholders, optionally an
+      ``event`` emitted with the collected context and ``handoff: true`` for a human.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    message: str | dict[str, Any]
+    next: str | dict[str, str] | None = None
+    save_as: str | None = None
+    validate_: Validator | None = Field(default=None, alias="validate")
+    error: str = ""
+    end: bool = False
+    event: str | None = None
+    handoff: bool = False
+
+    @property
+    def kind(self) -> Literal["menu", "question", "end"]:
+        if self.end:
+            return "end"
+        if isinstance(self.message, dict):
+            return "menu"
+        return "question"
+
+    def reply_options(self) -> list[tuple[str, str]]:
+        """(id, title) of every button (``button``) or list row (``list``), in order.
+
+        Tolerates any shape: it also runs on definitions that ``problems`` has not seen yet
+        (a conversation must never crash on a malformed menu, it just offers fewer choices).
+        """
+        if not isinstance(self.message, dict):
+            return []
+        action = _as_dict(self.message.get("action"))
+        kind = self.message.get("type")
+        options: list[tuple[str, str]] = []
+        if kind != "list":
+            for button in _as_list(action.get("buttons")):
+                options.append(_option(_as_dict(_as_dict(button).get("reply"))))
+        if kind != "button":
+            for section in _as_list(action.get("sections")):
+                for row in _as_list(_as_dict(section).get("rows")):
+                    options.append(_option(_as_dict(row)))
+        return options
+
+    def targets(self) -> list[str]:
+        if isinstance(self.next, dict):
+            return list(self.next.values())
+        return [self.next] if self.next else []
+
+
+class MenuDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    trigger_keywords: list[str] = Field(default_factory=list)
+    priority: int = 0
+    start: str
+    expiry: timedelta = DEFAULT_EXPIRY
+    """Inactivity after which the conversation ends as ``expired`` (sliding)."""
+    expiry_message: str = ""
+    """Sent on expiry, only while the WhatsApp window is still open; empty sends nothing."""
+    active: bool = True
+    steps: dict[str, MenuStep]
+
+    @field_validator("expiry", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip() and value.strip()[-1] in "smhd":
+            from settings import parse_duration
+
+            return parse_duration(value)
+        return value
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    """Where, from the definition's root: ``steps.initial.message.action.buttons[3].reply.title``."""
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _option(reply: dict[str, Any]) -> tuple[str, str]:
+    return str(reply.get("id", "")), str(reply.get("title", ""))
+
+
+def placeholders(text: str) -> list[str]:
+    """The ``{name}`` placeholders of a text, in order, each once; ``{{``/``}}`` are literal."""
+    return list(dict.fromkeys(PLACEHOLDER.findall(text)))
+
+
+# --- problems -------------------------------------------------------------------------------
+
+
+def problems(definition: MenuDefinition, known_menus: set[str] | None = None) -> list[Problem]:
+    """Every rule the definition breaks, each with its path; empty when it is sound.
+
+    ``known_menus`` are the other stored menus a ``next`` may name; None skips that check
+    for targets that are not steps (used when a whole file is loaded at once).
+    """
+    found = _definition_problems(definition)
+    for name, step in definition.steps.items():
+        found += _step_problems(f"steps.{name}", step, definition, known_menus)
+    found += _unreachable_problems(definition)
+    found += _placeholder_problems(definition)
+    return found
+
+
+def _definition_problems(definition: MenuDefinition) -> list[Problem]:
+    """The definition's own fields: name, keywords, expiry, start."""
+    found: list[Problem] = []
+    if not NAME.fullmatch(definition.name):
+        found.append(
+            Problem(
+                "name",
+                f"{definition.name!r} is not a valid menu name: use 1 to 64 lowercase letters, "
+                "digits, '_' or '-', starting with a letter or digit",
+            )
+        )
+    found += _keyword_problems(definition.trigger_keywords)
+    if definition.expiry <= timedelta(0):
+        seconds = definition.expiry.total_seconds()
+        found.append(Problem("expiry", f"expiry is {seconds:g}s; it must be positive, e.g. 24h"))
+    if not definition.steps:
+        found.append(Problem("steps", "a menu needs at least one step"))
+    elif definition.start not in definition.steps:
+        found.append(
+            Problem(
+                "start",
+                f"start is {definition.start!r}, which is not a step of this menu "
+                f"(steps: {', '.join(definition.steps)})",
+            )
+        )
+    return found
+
+
+def _keyword_problems(keywords: list[str]) -> list[Problem]:
+    """Blank keywords never match; a repeated one (ignoring case) is an editing slip."""
+    found: list[Problem] = []
+    first: dict[str, int] = {}
+    for index, keyword in enumerate(keywords):
+        path = f"trigger_keywords[{index}]"
+        folded = keyword.strip().casefold()
+        if not folded:
+            found.append(Problem(path, "trigger keyword is empty"))
+        elif folded in first:
+            found.append(
+                Problem(
+                    path,
+                    f"trigger keyword {keyword!r} repeats trigger_keywords[{first[folded]}] "
+                    "(case does not matter)",
+                )
+            )
+        else:
+            first[folded] = index
+    return found
+
+
+def _step_problems(
+    path: str, step: MenuStep, definition: MenuDefinition, known_menus: set[str] | None
+) -> list[Problem]:
+    found = _message_problems(path, step)
+    found += _next_problems(path, step, definition, known_menus)
+    found += _answer_problems(path, step)
+    found += _end_problems(path, step)
+    return found
+
+
+def _message_problems(path: str, step: MenuStep) -> list[Problem]:
+    message = step.message
+    if step.kind == "menu" and isinstance(message, dict):
+        return _interactive_problems(f"{path}.message", message)
+    if isinstance(message, dict):
+        return [
+            Problem(
+                f"{path}.message",
+                "an end step sends text; buttons or a list need a next step for each reply, "
+                "so make this a menu step (remove end: true)",
+            )
+        ]
+    if step.kind == "question" and not message.strip():
+        return [Problem(f"{path}.message", "the question is empty; write what to ask")]
+    return []
+
+
+# --- interactive messages (rules 1-7) -------------------------------------------------------
+
+
+def _text_problems(
+    value: Any, path: str, what: str, limit: int, *, required: bool, missing: str = ""
+) -> list[Problem]:
+    """Checks one text of an interactive message: present when required, text, short enough."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return [Problem(path, missing or f"{what} is empty; write some text")] if required else []
+    if not isinstance(value, str):
+        return [Problem(path, f"{what} must be text, not {value!r}; put it in quotes")]
+    if len(value) > limit:
+        return [
+            Problem(path, f"{what} is {len(value)} characters; WhatsApp allows at most {limit}")
+        ]
+    return []
+
+
+def _part(message: dict[str, Any], key: str, path: str) -> tuple[dict[str, Any], list[Problem]]:
+    """An object-valued part (``body``, ``action``, a button...) or the problem of its shape."""
+    value = message.get(key)
+    if isinstance(value, dict):
+        return value, []
+    if value is None:
+        return {}, [Problem(f"{path}.{key}", f"{key} is missing")]
+    return {}, [Problem(f"{path}.{key}", f"{key} must be an object with fields, not {value!r}")]
+
+
+def _interactive_problems(path: str, message: dict[str, Any]) -> list[Problem]:
+    found = _type_problems(path, message)
+    found += _texts_problems(path, message)
+    action, shape = _part(message, "action", path)
+    if shape:
+        return found + shape
+    if message.get("type") == "button":
+        found += _buttons_problems(f"{path}.action", action)
+    elif message.get("type") == "list":
+        found += _list_problems(f"{path}.action", action)
+    return found
+
+
+def _type_problems(path: str, message: dict[str, Any]) -> list[Problem]:
+    kind = message.get("type")
+    if kind in ("button", "list"):
+        return []
+    return [
+        Problem(
+            f"{path}.type",
+            f"menu message type is {kind!r}; use 'button' (up to 3 reply buttons) "
+            "or 'list' (up to 10 rows)",
+        )
+    ]
+
+
+def _texts_problems(path: str, message: dict[str, Any]) -> list[Problem]:
+    """Body (required), header and footer (optional; when present, their text is required)."""
+    body, found = _part(message, "body", path)
+    if not found:
+        found = _text_problems(
+            body.get("text"), f"{path}.body.text", "body text", BODY, required=True
+        )
+    if "header" in message:
+        header, shape = _part(message, "header", path)
+        found += shape or _header_problems(f"{path}.header", header)
+    if "footer" in message:
+        footer, shape = _part(message, "footer", path)
+        found += shape or _text_problems(
+            footer.get("text"), f"{path}.footer.text", "footer text", FOOTER, required=True
+        )
+    return found
+
+
+def _header_problems(path: str, header: dict[str, Any]) -> list[Problem]:
+    if header.get("type") != "text":
+        return [
+            Problem(
+                f"{path}.type",
+                f"header type is {header.get('type')!r}; only text headers are supported "
+                "(type: text)",
+            )
+        ]
+    return _text_problems(header.get("text"), f"{path}.text", "header text", HEADER, required=True)
+
+
+class _Ids:
+    """Reply ids seen so far in one message: each must be unique, so a reply names one step."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, str] = {}
+
+    def check(self, value: Any, path: str, where: str, what: str, limit: int) -> list[Problem]:
+        found = _text_problems(value, path, what, limit, required=True)
+        if found:
+            return found
+        if value in self.first:
+            return [
+                Problem(
+                    path,
+                    f"id {value!r} is already used by {self.first[value]}; "
+                    "each choice needs its own id",
+                )
+            ]
+        self.first[value] = where
+        return []
+
+
+def _buttons_problems(path: str, action: dict[str, Any]) -> list[Problem]:
+    buttons = action.get("buttons")
+    if not isinstance(buttons, list) or not buttons:
+        return [Problem(f"{path}.buttons", "a button message needs 1 to 3 buttons; it has none")]
+    found: list[Problem] = []
+    if len(buttons) > MAX_BUTTONS:
+        found.append(
+            Problem(
+                f"{path}.buttons[{MAX_BUTTONS}]",
+                f"the message has {len(buttons)} buttons; WhatsApp allows at most {MAX_BUTTONS} "
+                "(use type: list for up to 10 choices)",
+            )
+        )
+    ids = _Ids()
+    for index, button in enumerate(buttons):
+        found += _button_problems(f"{path}.buttons[{index}]", f"buttons[{index}]", button, ids)
+    if "sections" in action:
+        found.append(
+            Problem(
+                f"{path}.sections",
+                "a button message has no sections; use type: list to send a list",
+            )
+        )
+    return found
+
+
+def _button_problems(path: str, where: str, button: Any, ids: _Ids) -> list[Problem]:
+    if not isinstance(button, dict):
+        return [Problem(path, f"a button must be an object with type and reply, not {button!r}")]
+    found: list[Problem] = []
+    if button.get("type") != "reply":
+        found.append(
+            Problem(
+                f"{path}.type",
+                f"button type is {button.get('type')!r}; reply buttons have type: reply",
+            )
+        )
+    reply, shape = _part(button, "reply", path)
+    if shape:
+        return found + shape
+    found += ids.check(reply.get("id"), f"{path}.reply.id", where, "button id", BUTTON_ID)
+    found += _text_problems(
+        reply.get("title"), f"{path}.reply.title", "button title", BUTTON_TITLE, required=True
+    )
+    return found
+
+
+def _list_problems(path: str, action: dict[str, Any]) -> list[Problem]:
+    found = _text_problems(
+        action.get("button"),
+        f"{path}.button",
+        "list button text",
+        LIST_BUTTON,
+        required=True,
+        missing="a list needs button: the text of the button that opens it",
+    )
+    if "buttons" in action:
+        found.append(
+            Problem(
+                f"{path}.buttons",
+                "a list message has no reply buttons; use type: button for buttons",
+            )
+        )
+    sections = action.get("sections")
+    if not isinstance(sections, list) or not sections:
+        return [*found, Problem(f"{path}.sections", "a list needs at least one section with rows")]
+    if len(sections) > MAX_SECTIONS:
+        found.append(
+            Problem(
+                f"{path}.sections[{MAX_SECTIONS}]",
+                f"the list has {len(sections)} sections; WhatsApp allows at most {MAX_SECTIONS}",
+            )
+        )
+    return found + _sections_problems(f"{path}.sections", sections)
+
+
+def _sections_problems(path: str, sections: list[Any]) -> list[Problem]:
+    found: list[Problem] = []
+    ids = _Ids()
+    total = sum(len(_as_list(_as_dict(section).get("rows"))) for section in sections)
+    counted = 0
+    for index, section in enumerate(sections):
+        where = f"{path}[{index}]"
+        if not isinstance(section, dict):
+            found.append(Problem(where, f"a section must be an object with rows, not {section!r}"))
+            continue
+        found += _text_problems(
+            section.get("title"),
+            f"{where}.title",
+            "section title",
+            SECTION_TITLE,
+            required=len(sections) > 1,
+            missing="section title is required when a list has more than one section",
+        )
+        rows = section.get("rows")
+        if not isinstance(rows, list) or not rows:
+            found.append(Problem(f"{where}.rows", "a section needs at least one row"))
+            continue
+        for row_index, row in enumerate(rows):
+            counted += 1
+            row_path = f"{where}.rows[{row_index}]"
+            if counted == MAX_ROWS + 1:
+                found.append(
+                    Problem(
+                        row_path,
+                        f"the list has {total} rows across its sections; WhatsApp allows at "
+                        f"most {MAX_ROWS}",
+                    )
+                )
+            label = f"sections[{index}].rows[{row_index}]"
+            found += _row_problems(row_path, label, row, ids)
+    return found
+
+
+def _row_problems(path: str, where: str, row: Any, ids: _Ids) -> list[Problem]:
+    if not isinstance(row, dict):
+        return [Problem(path, f"a row must be an object with id and title, not {row!r}")]
+    found = ids.check(row.get("id"), f"{path}.id", where, "row id", ROW_ID)
+    found += _text_problems(
+        row.get("title"), f"{path}.title", "row title", ROW_TITLE, required=True
+    )
+    found += _text_problems(
+        row.get("description"),
+        f"{path}.description",
+        "row description",
+        ROW_DESCRIPTION,
+        required=False,
+    )
+    return found
+
+
+# --- next and the step graph (rules 8, 9) ---------------------------------------------------
+
+
+def _next_problems(
+    path: str, step: MenuStep, definition: MenuDefinition, known_menus: set[str] | None
+) -> list[Problem]:
+    if step.kind == "end":
+        if step.next is None:
+            return []
+        return [Problem(f"{path}.next", "an end step has no next; remove it or remove end: true")]
+    if step.kind == "question":
+        return _question_next_problems(path, step, definition, known_menus)
+    return _menu_next_problems(path, step, definition, known_menus)
+
+
+def _question_next_problems(
+    path: str, step: MenuStep, definition: MenuDefinition, known_menus: set[str] | None
+) -> list[Problem]:
+    if isinstance(step.next, dict):
+        return [
+            Problem(
+                f"{path}.next",
+                "a question goes on to one step: write next: <step>, not a choice per reply",
+            )
+        ]
+    if step.next is None:
+        return [Problem(f"{path}.next", "a question needs next: the step after the answer")]
+    return _target_problems(f"{path}.next", step.next, definition, known_menus)
+
+
+def _menu_next_problems(
+    path: str, step: MenuStep, definition: MenuDefinition, known_menus: set[str] | None
+) -> list[Problem]:
+    if not isinstance(step.next, dict):
+        return [
+            Problem(
+                f"{path}.next",
+                "a menu needs next to map each reply id to a step, e.g. next: {new_order: ask_qty}",
+            )
+        ]
+    options = dict(step.reply_options())
+    found = [
+        Problem(f"{path}.next", f"no next step for the reply {reply_id!r} ({title!r})")
+        for reply_id, title in options.items()
+        if reply_id and reply_id not in step.next
+    ]
+    for reply_id, target in step.next.items():
+        if reply_id in options:
+            found += _target_problems(f"{path}.next.{reply_id}", target, definition, known_menus)
+        else:
+            found.append(
+                Problem(
+                    f"{path}.next.{reply_id}",
+                    f"there is no reply with id {reply_id!r} in this message "
+                    f"(ids: {', '.join(options) or 'none'})",
+                )
+            )
+    return found
+
+
+def _target_problems(
+    path: str, target: str, definition: MenuDefinition, known_menus: set[str] | None
+) -> list[Problem]:
+    """A target is a step, this menu itself (start over) or, when known, another menu."""
+    if not target.strip():
+        return [Problem(path, "the next step is empty; name a step or another menu")]
+    if target in definition.steps or target == definition.name:
+        return []
+    if known_menus is None or target in known_menus:
+        return []
+    return [Problem(path, f"{target!r} is neither a step of this menu nor another menu")]
+
+
+def _successors(definition: MenuDefinition, name: str) -> list[str]:
+    """Steps of this definition that ``name`` can go to (other menus leave this graph)."""
+    return [t for t in definition.steps[name].targets() if t in definition.steps]
+
+
+def _reachable(definition: MenuDefinition) -> list[str]:
+    """Steps reachable from ``start``, in the order a depth-first walk meets them."""
+    if definition.start not in definition.steps:
+        return []
+    seen = [definition.start]
+    pending = [definition.start]
+    while pending:
+        for target in _successors(definition, pending.pop()):
+            if target not in seen:
+                seen.append(target)
+                pending.append(target)
+    return seen
+
+
+def _unreachable_problems(definition: MenuDefinition) -> list[Problem]:
+    reachable = _reachable(definition)
+    if not reachable:
+        return []  # no valid start: already reported, every step would be noise
+    return [
+        Problem(
+            f"steps.{name}",
+            f"no path from start {definition.start!r} reaches this step; "
+            "link it from another step's next or remove it",
+        )
+        for name in definition.steps
+        if name not in reachable
+    ]
+
+
+# --- answers, ends, placeholders (rules 10-13) ----------------------------------------------
+
+
+def _answer_problems(path: str, step: MenuStep) -> list[Problem]:
+    """``save_as`` and ``validate`` belong to questions (menus and ends save nothing)."""
+    found: list[Problem] = []
+    if step.kind == "question" and step.save_as is None:
+        found.append(
+            Problem(f"{path}.save_as", "a question needs save_as: the name to save the answer as")
+        )
+    elif step.kind != "question" and step.save_as is not None:
+        found.append(
+            Problem(
+                f"{path}.save_as", f"only questions save answers; this step is {_KIND[step.kind]}"
+            )
+        )
+    if step.save_as is not None and not IDENTIFIER.fullmatch(step.save_as):
+        found.append(
+            Problem(
+                f"{path}.save_as",
+                f"{step.save_as!r} is not a valid name: use letters, digits and '_', "
+                "not starting with a digit (it is written {name} in messages)",
+            )
+        )
+    if step.validate_ is not None:
+        if step.kind != "question":
+            found.append(
+                Problem(
+                    f"{path}.validate",
+                    f"only questions are checked; this step is {_KIND[step.kind]}",
+                )
+            )
+        found += _validator_problems(f"{path}.validate", step.validate_)
+    return found
+
+
+def _validator_problems(path: str, validator: Validator) -> list[Problem]:
+    if isinstance(validator, str):
+        if validator in BUILTIN_VALIDATORS:
+            return []
+        return [
+            Problem(
+                path,
+                f"{validator!r} is not a built-in check; use {', '.join(BUILTIN_VALIDATORS)}, "
+                "a list of accepted answers or {regex: <pattern>}",
+            )
+        ]
+    if isinstance(validator, list):
+        if not validator:
+            return [Problem(path, "the list of accepted answers is empty")]
+        return [
+            Problem(f"{path}[{index}]", "accepted answer is empty")
+            for index, answer in enumerate(validator)
+            if not answer.strip()
+        ]
+    return _regex_problems(path, validator)
+
+
+def _regex_problems(path: str, validator: dict[str, str]) -> list[Problem]:
+    if set(validator) != {"regex"}:
+        return [Problem(path, f"write a pattern check as {{regex: <pattern>}}, not {validator!r}")]
+    pattern = validator["regex"]
+    if not pattern:
+        return [Problem(f"{path}.regex", "the pattern is empty")]
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return [Problem(f"{path}.regex", f"the pattern {pattern!r} is not valid: {error}")]
+    return []
+
+
+def _end_problems(path: str, step: MenuStep) -> list[Problem]:
+    """Events and handoffs happen when a conversation ends, so only end steps have them."""
+    found: list[Problem] = []
+    if step.event is not None:
+        if step.kind != "end":
+            found.append(
+                Problem(
+                    f"{path}.event", f"only end steps emit events; this step is {_KIND[step.kind]}"
+                )
+            )
+        if not step.event:
+            found.append(Problem(f"{path}.event", "event name is empty; remove event or name it"))
+        elif not EVENT.fullmatch(step.event):
+            found.append(
+                Problem(
+                    f"{path}.event",
+                    f"event name {step.event!r} is not valid: use letters, digits "
+                    "and _ . : - (no spaces)",
+                )
+            )
+    if step.handoff and step.kind != "end":
+        found.append(
+            Problem(f"{path}.handoff", f"only end steps hand off; this step is {_KIND[step.kind]}")
+        )
+    return found
+
+
+def _saves(step: MenuStep) -> frozenset[str]:
+    return frozenset([step.save_as]) if step.kind == "question" and step.save_as else frozenset()
+
+
+def saved_before(definition: MenuDefinition) -> dict[str, frozenset[str]]:
+    """For each step reachable from ``start``: the names saved on EVERY path that reaches it.
+
+    A must-analysis (greatest fixpoint) over the step graph, which may have cycles: each
+    step starts with every name, ``start`` with none (a conversation begins, and restarts,
+    with nothing saved), and a step keeps only what all of its predecessors pass on.
+    """
+    reachable = _reachable(definition)
+    everything = frozenset().union(*(_saves(s) for s in definition.steps.values()))
+    before = {name: everything for name in reachable}
+    if reachable:
+        before[definition.start] = frozenset()
+    pending = list(reachable)
+    while pending:
+        name = pending.pop()
+        after = before[name] | _saves(definition.steps[name])
+        for target in _successors(definition, name):
+            narrowed = frozenset() if target == definition.start else before[target] & after
+            if narrowed != before[target]:
+                before[target] = narrowed
+                pending.append(target)
+    return before
+
+
+def _texts(path: str, step: MenuStep) -> Iterator[tuple[str, str]]:
+    """(path, text) of every text sent with placeholders filled in."""
+    if isinstance(step.message, str):
+        yield f"{path}.message", step.message
+        return
+    for part in ("header", "body", "footer"):
+        text = _as_dict(step.message.get(part)).get("text")
+        if isinstance(text, str):
+            yield f"{path}.message.{part}.text", text
+
+
+def _placeholder_problems(definition: MenuDefinition) -> list[Problem]:
+    everything = frozenset().union(*(_saves(s) for s in definition.steps.values()))
+    found: list[Problem] = []
+    for name, known in saved_before(definition).items():
+        for path, text in _texts(f"steps.{name}", definition.steps[name]):
+            found += [
+                _unknown_placeholder(path, placeholder, everything)
+                for placeholder in placeholders(text)
+                if placeholder not in known
+            ]
+    found += [
+        Problem(
+            "expiry_message",
+            f"{{{placeholder}}} may not be known: a conversation can expire before any "
+            "answer is saved",
+        )
+        for placeholder in placeholders(definition.expiry_message)
+    ]
+    return found
+
+
+def _unknown_placeholder(path: str, placeholder: str, everything: frozenset[str]) -> Problem:
+    if placeholder in everything:
+        return Problem(
+            path,
+            f"{{{placeholder}}} may not be known here: not every way to this step goes "
+            f"through the question with save_as: {placeholder}",
+        )
+    return Problem(
+        path, f"{{{placeholder}}} is never saved: no question has save_as: {placeholder}"
+    )
+
+
+# --- check_answer ---------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+_PHONE = re.compile(r"\+?\d{7,15}")
+_PHONE_SEPARATORS = re.compile(r"[\s().-]")
+_ISO_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
+_DAY_FIRST_DATE = re.compile(r"(\d{1,2})([/-])(\d{1,2})\2(\d{4})")
+
+
+def check_answer(step: MenuStep, text: str) -> str | None:
+    """The value to save for a customer's answer to ``step``, or None when it is not accepted.
+
+    Normalizes so that the saved context is uniform whatever the customer typed: numbers
+    without leading zeros, phones as digits (``+`` kept), dates as ISO, list answers in the
+    definition's own spelling. A blank answer is never accepted. The built-in checks read any
+    decimal digits (e.g. Arabic-Indic) as ASCII ones; free text is saved as typed (stripped).
+    """
+    answer = text.strip()
+    validator = step.validate_
+    if not answer:
+        return None
+    if validator is None:
+        return answer
+    if isinstance(validator, list):
+        return _one_of(validator, answer)
+    if isinstance(validator, dict):
+        return _matches(validator.get("regex"), answer)
+    return _BUILTIN_CHECKS[validator](_ascii_digits(answer))
+
+
+def _ascii_digits(text: str) -> str:
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
+
+
+def _number(answer: str) -> str | None:
+    if not _NUMBER.fullmatch(answer):
+        return None
+    value = Decimal(answer)
+    return str(int(value)) if "." not in answer else str(value)
+
+
+def _email(answer: str) -> str | None:
+    if not _EMAIL.fullmatch(answer):
+        return None
+    local, _, domain = answer.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def _phone(answer: str) -> str | None:
+    compact = _PHONE_SEPARATORS.sub("", answer)
+    return compact if _PHONE.fullmatch(compact) else None
+
+
+def _date(answer: str) -> str | None:
+    if iso := _ISO_DATE.fullmatch(answer):
+        year, month, day = iso.groups()
+    elif day_first := _DAY_FIRST_DATE.fullmatch(answer):
+        day, _, month, year = day_first.groups()
+    else:
+        return None
+    try:
+        return date(int(year), int(month), int(day)).isoformat()
+    except ValueError:
+        return None  # 31/02/2025
+
+
+def _fold(text: str) -> str:
+    """Lower case, no accents, single spaces: "  Crème  Brûlée " -> "creme brulee"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(bare.casefold().split())
+
+
+def _one_of(accepted: list[str], answer: str) -> str | None:
+    folded = _fold(answer)
+    return next((option for option in accepted if _fold(option) == folded), None)
+
+
+def _matches(pattern: str | None, answer: str) -> str | None:
+    try:
+        return answer if pattern and re.fullmatch(pattern, answer) else None
+    except re.error:
+        return None  # reported by ``problems``; a conversation never crashes on it
+
+
+_BUILTIN_CHECKS = {"number": _number, "email": _email, "phone": _phone, "date": _date}
