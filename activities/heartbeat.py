@@ -22,8 +22,10 @@ HEARTBEAT_EVERY = 2.0
 async def shielded_with_heartbeat(call: Awaitable[T], *, every: float = HEARTBEAT_EVERY) -> T:
     task: asyncio.Future[T] = asyncio.ensure_future(call)
     cancelled = False
+    local = activity.info().is_local  # local activities do not heartbeat
     while not task.done():
-        activity.heartbeat()
+        if not local:
+            activity.heartbeat()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=every)
         except TimeoutError:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api import delivery, followups, menus
+from api import delivery, followups, menu_conversations, menus
 from api.deps import TemporalConnector
 from settings import Settings
 from starter import followups as start_followups
@@ -67,6 +67,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.include_router(followups.router)
     app.include_router(delivery.router)
     app.include_router(menus.router)
+    app.include_router(menu_conversations.router)
     app.include_router(start_followups.router)
     app.include_router(send_messages.router)
     app.include_router(twilio_webhooks.router)

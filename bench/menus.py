@@ -106,6 +106,7 @@ class Customers:
         self.hooks = hooks
         self.waiting: dict[str, asyncio.Future[float]] = {}
         self.latencies: list[float] = []
+        self.by_step: dict[int, list[float]] = {1: [], 2: [], 3: [], 4: []}
         self.failures = 0
 
     async def watch(self) -> None:
@@ -120,7 +121,7 @@ class Customers:
                     future.set_result(time.perf_counter())
             await asyncio.sleep(0.005)
 
-    async def post(self, payload: dict[str, Any], phone: str) -> None:
+    async def post(self, payload: dict[str, Any], phone: str, step: int) -> None:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self.waiting[phone] = future
         raw, headers = self.graph.signed(payload, APP_SECRET)
@@ -135,13 +136,14 @@ class Customers:
             self.failures += 1
             return
         self.latencies.append(answered - began)
+        self.by_step[step].append(answered - began)
 
     async def run_one(self, index: int) -> None:
         phone = f"1555{8000000 + index:07d}"
-        await self.post(self.graph.inbound_text(phone, "hi"), phone)
-        await self.post(self.graph.inbound_button_reply(phone, "order", "New Order"), phone)
-        await self.post(self.graph.inbound_list_reply(phone, "fern", "Fern"), phone)
-        await self.post(self.graph.inbound_text(phone, str(1 + index % 9)), phone)
+        await self.post(self.graph.inbound_text(phone, "hi"), phone, 1)
+        await self.post(self.graph.inbound_button_reply(phone, "order", "New Order"), phone, 2)
+        await self.post(self.graph.inbound_list_reply(phone, "fern", "Fern"), phone, 3)
+        await self.post(self.graph.inbound_text(phone, str(1 + index % 9)), phone, 4)
 
 
 async def wait_until_up(url: str) -> None:
@@ -226,6 +228,12 @@ async def main(customers: int, database_url: str, connections: int) -> None:
         f"p99 {percentile(players.latencies, 0.99) * 1000:7.1f} ms   "
         f"max {max(players.latencies) * 1000:7.1f} ms"
     )
+    for step, values in players.by_step.items():
+        if values:
+            print(
+                f"  message {step}      p50 {percentile(values, 0.5) * 1000:7.1f} ms   "
+                f"p99 {percentile(values, 0.99) * 1000:7.1f} ms"
+            )
     if players.failures:
         sys.exit(1)
 

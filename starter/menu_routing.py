@@ -25,14 +25,9 @@ from activities.policy import Keyword
 from integrations.channels import ChannelName, MessageClass
 from settings import Settings
 from store.repo import Store
-from workflows.menu_conversation import (
-    KIND,
-    MenuConversation,
-    MenuConversationInput,
-    MenuMessage,
-    workflow_id_for,
-)
+from workflows.menu_conversation import KIND, MenuConversation
 from workflows.menu_definition import MenuDefinition
+from workflows.menu_payloads import MenuConversationInput, MenuMessage, workflow_id_for
 from workflows.menu_text import trigger_score
 from workflows.search_attributes import at_start
 from workflows.send_message import SendMessage

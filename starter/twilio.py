@@ -17,7 +17,7 @@ from integrations.channels import ChannelName
 from integrations.twilio_channel import verify_signature
 from starter.inbound import handle_inbound, handle_status, signal_status
 from starter.menu_routing import MenuRouter, RoutedMessage
-from workflows.menu_conversation import MenuMessage
+from workflows.menu_payloads import MenuMessage
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
 

@@ -14,7 +14,7 @@ from integrations.channels import ChannelName
 from integrations.whatsapp_cloud import parse_webhook, verify_signature, verify_subscription
 from starter.inbound import handle_inbound, handle_status, signal_status
 from starter.menu_routing import MenuRouter, RoutedMessage
-from workflows.menu_conversation import MenuMessage
+from workflows.menu_payloads import MenuMessage
 
 router = APIRouter(prefix="/webhooks/whatsapp", tags=["webhooks"])
 

@@ -43,15 +43,15 @@ from store.repo import Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
-from workflows.menu_conversation import (
-    MenuConversation,
+from workflows.menu_conversation import MenuConversation
+from workflows.menu_definition import MenuDefinition
+from workflows.menu_payloads import (
     MenuConversationInput,
     MenuConversationResult,
     MenuMessage,
     MenuView,
     workflow_id_for,
 )
-from workflows.menu_definition import MenuDefinition
 from workflows.send_message import SendMessage
 
 PHONE = "+15551239876"
@@ -490,3 +490,32 @@ async def test_whatsapp_through_twilio_gets_numbered_text_menus(
             await rig.say("cactus")
             assert (await bodies(3))[2][1].startswith("Which pot size?\n1. Small pot")
         await channel.aclose()
+
+
+async def test_fallback_reply_at_most_once_per_period(rig: Rig) -> None:
+    rig.store.save_menu(shop_menu())
+    fallback = Settings(
+        _env_file=None,
+        temporal=TemporalSettings(task_queue=rig.task_queue),
+        menus=MenusSettings(fallback_text="Thanks! Say hi for our menu.", fallback_period="1h"),
+    )
+
+    async def client() -> Any:
+        return rig.env.client
+
+    rig.router = MenuRouter(fallback, rig.store, client)
+    assert await rig.say("what are your opening hours?") == "fallback"
+    assert text((await rig.replies(1))[0]) == "Thanks! Say hi for our menu."
+    assert await rig.say("hello?? opening hours") == "trigger:main_menu"  # a keyword: the menu
+    await rig.replies(2)
+    await rig.exchange("Support", "support")  # handed off: the conversation keeps the rest
+    assert await rig.say("still there?") == "conversation"
+    await rig.handle().signal(MenuConversation.release)
+    await rig.result()
+    assert await rig.say("anyone?") == "ignored", "one fallback per hour"
+    assert len(rig.graph.sent) == 3
+
+    silent = Settings(_env_file=None, temporal=TemporalSettings(task_queue=rig.task_queue))
+    rig.router = MenuRouter(silent, rig.store, client)
+    rig.store.delete_menu("main_menu")
+    assert await rig.say("hi") == "ignored", "no menu, and the fallback is off when empty"

@@ -184,3 +184,37 @@ def arrival_order(store: Store, ids: list[str]) -> list[str]:
             .order_by(InboundMessage.id)
         )
         return [row[0] for row in rows]
+
+
+async def test_an_agent_releases_a_handed_off_conversation(stack: Stack) -> None:
+    graph = stack.graph
+    await stack.api.put("/v1/menus/main_menu", json=shop_menu().model_dump(mode="json"))
+    await stack.deliver(graph.inbound_text(CUSTOMER, "hi"))
+    await stack.sent(1)
+    await stack.deliver(graph.inbound_button_reply(CUSTOMER, "support", "Support"))
+    sent = await stack.sent(2)
+    assert sent[1]["text"]["body"] == "An agent will reply soon."
+
+    conversation = f"/v1/menu-conversations/menu:whatsapp:+{CUSTOMER}"
+    await wait_for(lambda: bool(stack.store.list_menu_sessions("main_menu", status="handed_off")))
+    view = (await stack.api.get(conversation)).json()
+    assert (view["menu"], view["step"], view["handed_off"]) == ("main_menu", "agent", True)
+
+    await stack.deliver(graph.inbound_text(CUSTOMER, "hello, is someone there?"))
+    released = await stack.api.post(conversation + "/release")
+    assert released.status_code == 202, released.text
+    for _ in range(200):  # until the workflow has ended
+        if (await stack.api.get(conversation)).status_code == 409:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the released conversation did not end")
+    assert len(graph.sent) == 2, "the bot said nothing while a person had the conversation"
+    gone = await stack.api.post(conversation + "/release")
+    assert gone.status_code == 409 and "no longer running" in gone.json()["detail"]
+    session = stack.store.list_menu_sessions("main_menu")[0]
+    assert session.status == "handed_off"
+    assert session.transcript[-1]["text"] == "hello, is someone there?"
+
+    assert (await stack.api.get("/v1/menu-conversations/menu:whatsapp:+1999")).status_code == 404
+    assert (await stack.api.get("/v1/menu-conversations/followup:x")).status_code == 422

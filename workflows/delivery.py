@@ -21,20 +21,35 @@ PROVIDER_API = RetryPolicy(
 )
 PROVIDER_PATIENCE = timedelta(hours=6)
 MIN_WAIT = timedelta(seconds=1)
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=30)
+"""A local send retried after longer waits than this waits on a durable timer instead."""
 
 
-async def send(request: DeliverRequest) -> DeliveryOutcome:
+async def send(request: DeliverRequest, *, local: bool = False) -> DeliveryOutcome:
+    """``local``: run the send path as a local activity, in the worker that runs the workflow,
+    without a round trip through the server (for replies a customer is waiting for)."""
     while True:
         request = dataclasses.replace(request, as_of=workflow.now())
-        outcome = await workflow.execute_activity_method(
-            DeliveryActivities.deliver,
-            request,
-            start_to_close_timeout=timedelta(minutes=2),
-            heartbeat_timeout=timedelta(seconds=10),
-            schedule_to_close_timeout=PROVIDER_PATIENCE,
-            retry_policy=PROVIDER_API,
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
+        if local:
+            outcome = await workflow.execute_local_activity_method(
+                DeliveryActivities.deliver,
+                request,
+                start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=PROVIDER_PATIENCE,
+                retry_policy=PROVIDER_API,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        else:
+            outcome = await workflow.execute_activity_method(
+                DeliveryActivities.deliver,
+                request,
+                start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=PROVIDER_PATIENCE,
+                retry_policy=PROVIDER_API,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
         if outcome.status != "wait" or outcome.not_before is None:
             return outcome
         await workflow.sleep(max(outcome.not_before - workflow.now(), MIN_WAIT))

@@ -14,8 +14,8 @@ an ``event``, emitted for automation rules.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -32,7 +32,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from integrations.channels import ChannelName, MessageClass
     from workflows.delivery import send
-    from workflows.menu_definition import MenuDefinition, MenuStep, check_answer
+    from workflows.menu_definition import MenuStep, check_answer
+    from workflows.menu_payloads import (
+        MenuConversationInput,
+        MenuConversationResult,
+        MenuMessage,
+        MenuState,
+        MenuView,
+    )
     from workflows.menu_text import fill, fill_interactive, same_words, words
     from workflows.search_attributes import CONTACT_ID, NUDGE_STATUS
 
@@ -43,80 +50,13 @@ BOOKKEEPING = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
 )
 RESTART_WORDS = (["menu"], ["restart"])
-DEFAULT_HINT = "Please choose one of the options."
 NOT_UNDERSTOOD = "Sorry, I did not understand that."
 UNAVAILABLE = "Sorry, that option is not available right now."
 TRANSCRIPT_LIMIT = 500
 """Entries kept in the workflow (and stored); a very long conversation keeps its latest."""
 SEEN_LIMIT = 200
-HISTORY_LIMIT = 4000
-"""Events after which the conversation continues as new, well before Temporal's limits."""
 TEXT_CHANNELS = (ChannelName.whatsapp_twilio,)
 """Channels without interactive messages: menus are sent as numbered text."""
-
-
-def workflow_id_for(channel: str, address: str) -> str:
-    return f"menu:{channel}:{address}"
-
-
-@dataclass
-class MenuMessage:
-    """One customer message, as the webhook hands it over."""
-
-    provider_message_id: str
-    text: str = ""
-    reply_id: str | None = None
-    """The id of the button or list row the customer tapped."""
-    received_at: datetime | None = None
-
-
-@dataclass
-class MenuState:
-    """Everything a conversation needs to go on; carried across ``continue_as_new``."""
-
-    session_id: str
-    menu: MenuDefinition
-    step: str
-    last_activity: datetime
-    context: dict[str, str] = field(default_factory=dict)
-    transcript: list[TranscriptEntry] = field(default_factory=list)
-    sent: int = 0
-    sessions: int = 1
-    started: bool = False
-    handed_off: bool = False
-    pending: list[MenuMessage] = field(default_factory=list)
-    seen: list[str] = field(default_factory=list)
-
-
-@dataclass
-class MenuConversationInput:
-    channel: ChannelName
-    address: str
-    menu: MenuDefinition
-    contact_id: int | None = None
-    hint: str = DEFAULT_HINT
-    history_limit: int = HISTORY_LIMIT
-    state: MenuState | None = None
-
-
-@dataclass
-class MenuConversationResult:
-    status: str
-    """completed, expired, handed_off or cancelled."""
-    menu: str
-    last_step: str
-    reason: str = ""
-    context: dict[str, str] = field(default_factory=dict)
-    ended_at: datetime | None = None
-
-
-@dataclass
-class MenuView:
-    menu: str
-    step: str
-    handed_off: bool
-    context: dict[str, str]
-    pending: int
 
 
 @dataclass
@@ -371,7 +311,8 @@ class MenuConversation:
             else:
                 text, interactive = shown, None
         outcome = await send(
-            DeliverRequest(
+            local=True,
+            request=DeliverRequest(
                 idempotency_key=f"{state.session_id}:{state.sent}",
                 workflow_id=workflow.info().workflow_id,
                 channel=start.channel,
@@ -380,7 +321,7 @@ class MenuConversation:
                 interactive=interactive,
                 message_class=MessageClass.transactional,
                 contact_id=start.contact_id,
-            )
+            ),
         )
         self._note(state, "out", shown)
         if outcome.status == "suppressed":
