@@ -26,6 +26,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/followups.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/menus.py
 
 clean:
 	rm -rf $(VENV) .nudge .mypy_cache .pytest_cache .ruff_cache

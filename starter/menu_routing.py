@@ -77,6 +77,7 @@ class MenuRouter:
         self._menus: list[MenuDefinition] = []
         self._loaded_at = float("-inf")
         self._tails: dict[str, asyncio.Task[str]] = {}
+        self._loading = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: dict[str, int] = {}
 
@@ -176,8 +177,10 @@ class MenuRouter:
 
     async def _active_menus(self) -> list[MenuDefinition]:
         if time.monotonic() - self._loaded_at > MENU_CACHE_SECONDS:
-            self._menus = await asyncio.to_thread(self.store.list_menus, active_only=True)
-            self._loaded_at = time.monotonic()
+            async with self._loading:  # a burst of messages reads the menus once, not each
+                if time.monotonic() - self._loaded_at > MENU_CACHE_SECONDS:
+                    self._menus = await asyncio.to_thread(self.store.list_menus, active_only=True)
+                    self._loaded_at = time.monotonic()
         return self._menus
 
     async def _fallback(self, client: Client, routed: RoutedMessage) -> str:
