@@ -68,6 +68,7 @@ class Activities:
         return [
             *self.menus.all(),
             self.delivery.deliver,
+            self.delivery.check_contact_policy,
             self.helpdesk.find_tagged_conversations,
             self.helpdesk.read_conversation,
             self.helpdesk.post_reply,

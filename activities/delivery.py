@@ -65,6 +65,14 @@ class DeliverRequest:
 
 
 @dataclass
+class ContactPolicyCheck:
+    contact_id: int | None
+    message_class: MessageClass = MessageClass.marketing
+    as_of: datetime | None = None
+    """The workflow's clock, as for ``DeliverRequest.as_of``."""
+
+
+@dataclass
 class DeliveryOutcome:
     status: str
     """sent, sandboxed, suppressed, outside_whatsapp_window, failed, unknown, or wait."""
@@ -142,7 +150,29 @@ class DeliveryActivities:
             return DeliveryOutcome(status=decision.verdict.value, reason=decision.reason)
         return await self._send(request, message)
 
-    async def decide(self, request: DeliverRequest, contact_id: int) -> Decision:
+    @activity.defn
+    async def check_contact_policy(self, check: ContactPolicyCheck) -> DeliveryOutcome:
+        """May this contact get a message of this class now? For messages that leave through
+        another API (helpdesk replies): ``send``, ``suppressed`` (unsubscribed from marketing
+        e-mail or opted out everywhere) or ``wait`` with the time to ask again."""
+        email = ""
+        if check.contact_id is not None:
+            contact = await asyncio.to_thread(self.store.get_contact, check.contact_id)
+            email = (contact.email or "") if contact is not None else ""
+        request = DeliverRequest(
+            idempotency_key="",
+            workflow_id="",
+            channel=ChannelName.email,
+            to=email,
+            message_class=check.message_class,
+            as_of=check.as_of,
+        )
+        decision = await self.decide(request, check.contact_id)
+        return DeliveryOutcome(
+            status=decision.verdict.value, not_before=decision.not_before, reason=decision.reason
+        )
+
+    async def decide(self, request: DeliverRequest, contact_id: int | None) -> Decision:
         now = request.as_of or datetime.now(UTC)
         where, address = self._address(request)
         suppression = await asyncio.to_thread(
@@ -164,7 +194,9 @@ class DeliveryActivities:
         if request.message_class != MessageClass.marketing:
             return Decision(verdict)
         waits: list[tuple[datetime, str]] = []
-        zone = await asyncio.to_thread(self.store.contact_timezone, contact_id)
+        zone = None
+        if contact_id is not None:
+            zone = await asyncio.to_thread(self.store.contact_timezone, contact_id)
         quiet = quiet_until(
             now,
             zone or self.policy.default_timezone,
@@ -174,7 +206,9 @@ class DeliveryActivities:
         if quiet is not None:
             waits.append((quiet, "quiet hours"))
         since = now - self.policy.frequency_window
-        sent = await asyncio.to_thread(self.store.marketing_sent_since, contact_id, since)
+        sent: list[datetime] = []
+        if contact_id is not None:
+            sent = await asyncio.to_thread(self.store.marketing_sent_since, contact_id, since)
         capped = frequency_until(sent, now, self.policy.frequency_cap, self.policy.frequency_window)
         if capped is not None:
             waits.append((capped, "frequency cap"))

@@ -66,11 +66,11 @@ def serve_fakes(sequences: int, pipe: Connection) -> None:
     with running_fakes() as fakes:
         for i in range(sequences):
             slug = f"bench-{i}"
-            fakes.reamaze.add_conversation(slug, tags=[TAG])
+            fakes.reamaze.add_conversation(slug, tags=[TAG], customer_email=f"{slug}@example.com")
             fakes.reamaze.add_message(
                 slug,
                 "Do you have this in stock?",
-                email="c@example.com",
+                email=f"{slug}@example.com",
                 created_at=datetime(2026, 1, 1, tzinfo=UTC),
             )
         pipe.send((fakes.reamaze_server.url, fakes.gemini_server.url))

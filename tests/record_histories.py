@@ -7,6 +7,7 @@ test - that failure means a change needs `workflow.patched`.
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ async def save(client: Client, workflow_id: str, name: str) -> None:
     (HERE / f"{name}.json").write_text(history.to_json())
 
 
-async def main() -> None:
+async def main(prefix: str) -> None:
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 
@@ -57,15 +58,19 @@ async def main() -> None:
         async with nudge_worker(env.client, settings, store):
             for name in ("completed", "purchase", "cancelled"):
                 slug = f"{name}-{uuid.uuid4().hex[:6]}"
-                fakes.reamaze.add_conversation(slug, tags=[TAG])
+                fakes.reamaze.add_conversation(
+                    slug, tags=[TAG], customer_email=f"{slug}@example.com"
+                )
                 fakes.reamaze.add_message(
                     slug,
                     "Hello?",
-                    email="c@example.com",
+                    email=f"{slug}@example.com",
                     created_at=datetime(2026, 1, 1, tzinfo=UTC),
                 )
                 if name == "purchase":
-                    fakes.reamaze.add_message(slug, "payment successful", email="c@example.com")
+                    fakes.reamaze.add_message(
+                        slug, "payment successful", email=f"{slug}@example.com"
+                    )
                 handle = await env.client.start_workflow(
                     HelpdeskFollowUp.run,
                     FollowUpInput(conversation=slug, waits=WAITS, trigger_tag=TAG),
@@ -79,10 +84,11 @@ async def main() -> None:
                     await handle.result()
                 except Exception:
                     pass
-                await save(env.client, handle.id, f"helpdesk_followup_{name}")
+                await save(env.client, handle.id, f"{prefix}_{name}")
     store.close()
     await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # A new prefix keeps the histories of older code (they guard its running workflows).
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "helpdesk_followup"))

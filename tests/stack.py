@@ -12,7 +12,14 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from settings import FollowupSettings, GeminiSettings, LLMSettings, ReamazeSettings, Settings
+from settings import (
+    FollowupSettings,
+    GeminiSettings,
+    LLMSettings,
+    PolicySettings,
+    ReamazeSettings,
+    Settings,
+)
 from store.repo import Store
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.reamaze import FakeReamaze
@@ -99,6 +106,9 @@ def settings_for_urls(
         llm=LLMSettings(provider=llm),
         gemini=GeminiSettings(api_key=gemini.api_key, base_url=gemini_url),
         temporal={"task_queue": task_queue},
+        # Follow-ups are marketing: quiet hours would hold them at whatever real (or skipped)
+        # time a test runs. Tests of quiet hours set them explicitly.
+        policy=PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00"),
     )
 
 

@@ -40,9 +40,9 @@ class Stack:
 
     def conversation(self, first: str = "Is the fiddle leaf fig in stock?") -> str:
         slug = f"e2e-{uuid.uuid4().hex[:8]}"
-        self.fakes.reamaze.add_conversation(slug, tags=[TAG])
+        self.fakes.reamaze.add_conversation(slug, tags=[TAG], customer_email=f"{slug}@example.com")
         self.fakes.reamaze.add_message(
-            slug, first, email="buyer@example.com", created_at=datetime(2026, 1, 1, tzinfo=UTC)
+            slug, first, email=f"{slug}@example.com", created_at=datetime(2026, 1, 1, tzinfo=UTC)
         )
         return slug
 
@@ -86,6 +86,9 @@ async def stack(
             "NUDGE_LLM__PROVIDER": "gemini",
             "NUDGE_GEMINI__API_KEY": fakes.gemini.api_key,
             "NUDGE_GEMINI__BASE_URL": fakes.gemini_server.url,
+            # Follow-ups are marketing: no quiet hours at whatever hour the suite runs.
+            "NUDGE_POLICY__QUIET_HOURS_START": "00:00",
+            "NUDGE_POLICY__QUIET_HOURS_END": "00:00",
         }
         settings = Settings(_env_file=None, **_nested(worker_env))
         store = Store.from_url(database_url)

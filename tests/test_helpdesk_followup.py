@@ -18,6 +18,7 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from settings import PolicySettings
 from store.repo import FollowUpRecord, Store
 from tests.stack import Fakes, nudge_worker, running_fakes, settings_for, write_seed_config
 from workflows.helpdesk_followup import (
@@ -218,6 +219,57 @@ async def test_rejected_post_fails_with_a_reason(rig: Rig) -> None:
     outcome = rig.outcome(slug)
     assert outcome.status == "failed" and outcome.failure_reason and "422" in outcome.failure_reason
     assert outcome.tag_removed
+
+
+async def test_customer_unsubscribed_from_marketing_gets_no_followup(rig: Rig) -> None:
+    """Follow-ups are marketing: a customer who used an unsubscribe link hears nothing more."""
+    rig.store.suppress(
+        "email", "customer@example.com", scope="marketing", reason="unsubscribe link",
+        source="link",
+    )  # fmt: skip
+    slug = rig.conversation()
+    result = await (await rig.start(slug)).result()
+
+    assert result.status == FollowUpStatus.suppressed
+    assert result.reason is not None and "unsubscribe link" in result.reason
+    assert rig.fakes.reamaze.posts_for(slug) == []
+    assert result.tag_removed, "the tag goes, so the poll does not start it again"
+    assert rig.outcome(slug).status == "suppressed"
+
+
+async def test_followup_due_in_quiet_hours_waits_for_the_morning(
+    rig: Rig, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Quiet hours hold a follow-up that falls due inside them until they end, then the
+    conversation is read again (a purchase meanwhile would stop it) and the message goes."""
+    now = await rig.env.get_current_time()
+    quiet = PolicySettings(
+        quiet_hours_start=(now + timedelta(minutes=10)).strftime("%H:%M"),
+        quiet_hours_end=(now + timedelta(hours=3)).strftime("%H:%M"),
+    )
+    queue = f"{rig.task_queue}-quiet"
+    settings = settings_for(rig.fakes, sqlite_url, queue, write_seed_config(tmp_path))
+    settings.policy = quiet
+    slug = rig.conversation()
+    async with nudge_worker(rig.env.client, settings, rig.store):
+        handle = await rig.env.client.start_workflow(
+            HelpdeskFollowUp.run,
+            FollowUpInput(conversation=slug, waits=[timedelta(minutes=30)], trigger_tag=TAG),
+            id=workflow_id_for("reamaze", slug),
+            task_queue=queue,
+        )
+        await rig.env.sleep(timedelta(minutes=40))  # due at 30 min: inside quiet hours
+        for _ in range(200):
+            if await handle.query(HelpdeskFollowUp.status) == "holding_step_1":
+                break
+            await asyncio.sleep(0.02)
+        assert await handle.query(HelpdeskFollowUp.status) == "holding_step_1"
+        assert rig.fakes.reamaze.posts_for(slug) == []
+
+        await rig.env.sleep(timedelta(hours=3))  # past the end of quiet hours
+        result = await handle.result()
+    assert result.status == FollowUpStatus.completed
+    assert len(rig.fakes.reamaze.posts_for(slug)) == 1
 
 
 async def test_llm_down_sends_the_fallback_and_says_so(rig: Rig) -> None:

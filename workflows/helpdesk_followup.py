@@ -17,6 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.delivery import ContactPolicyCheck, DeliveryActivities
     from activities.helpdesk import (
         HelpdeskActivities,
         PostReplyInput,
@@ -25,10 +26,13 @@ with workflow.unsafe.imports_passed_through():
         RemoveTagInput,
         StepOutcome,
     )
+    from activities.policy import Verdict
     from activities.writer import WRITE_ATTEMPTS, WriterActivities, WriteRequest
     from workflows.search_attributes import CHANNEL, CONTACT_ID, NUDGE_KIND, NUDGE_STATUS
 
 KIND = "helpdesk_followup"
+CONTACT_POLICY_PATCH = "contact-policy"
+"""Follow-ups are marketing: unsubscribes, quiet hours and the frequency cap apply."""
 
 HELPDESK_API = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -53,6 +57,8 @@ class FollowUpStatus(StrEnum):
     purchase_detected = "purchase_detected"
     tag_removed = "tag_removed"
     conversation_gone = "conversation_gone"
+    suppressed = "suppressed"
+    """The customer unsubscribed from marketing messages (or opted out everywhere)."""
     cancelled = "cancelled"
     failed = "failed"
 
@@ -85,6 +91,7 @@ class HelpdeskFollowUp:
         self._status = "starting"
         self._steps: list[StepOutcome] = []
         self._contact_id: int | None = None
+        self._suppressed_reason: str | None = None
 
     @workflow.query
     def status(self) -> str:
@@ -101,6 +108,7 @@ class HelpdeskFollowUp:
         status, reason = FollowUpStatus.completed, None
         try:
             status = await self._run_steps(request)
+            reason = self._suppressed_reason
         except asyncio.CancelledError:
             await self._finish(request, FollowUpStatus.cancelled, None, started_at)
             raise
@@ -116,18 +124,36 @@ class HelpdeskFollowUp:
             await workflow.sleep(wait)
             step.fired_at = workflow.now()
 
-            snapshot = await workflow.execute_activity_method(
-                HelpdeskActivities.read_conversation,
-                ReadConversationInput(request.conversation, request.trigger_tag),
-                start_to_close_timeout=timedelta(minutes=2),
-                schedule_to_close_timeout=HELPDESK_PATIENCE,
-                retry_policy=HELPDESK_API,
-            )
-            self._note_contact(snapshot.contact_id)
-            if snapshot.purchase_seen:
-                return FollowUpStatus.purchase_detected
-            if not snapshot.tag_present:
-                return FollowUpStatus.tag_removed
+            while True:
+                snapshot = await workflow.execute_activity_method(
+                    HelpdeskActivities.read_conversation,
+                    ReadConversationInput(request.conversation, request.trigger_tag),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    schedule_to_close_timeout=HELPDESK_PATIENCE,
+                    retry_policy=HELPDESK_API,
+                )
+                self._note_contact(snapshot.contact_id)
+                if snapshot.purchase_seen:
+                    return FollowUpStatus.purchase_detected
+                if not snapshot.tag_present:
+                    return FollowUpStatus.tag_removed
+                if not workflow.patched(CONTACT_POLICY_PATCH):
+                    break  # runs started before follow-ups obeyed the contact policy
+                answer = await workflow.execute_activity_method(
+                    DeliveryActivities.check_contact_policy,
+                    ContactPolicyCheck(contact_id=self._contact_id, as_of=workflow.now()),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=BOOKKEEPING,
+                )
+                if answer.status == Verdict.suppressed:
+                    self._suppressed_reason = answer.reason
+                    return FollowUpStatus.suppressed
+                if answer.status != Verdict.wait or answer.not_before is None:
+                    break
+                # Quiet hours or the frequency cap: wait, then read the conversation again
+                # (the customer may have bought or an agent taken over meanwhile).
+                self._set_status(f"holding_step_{number}", searchable=False)
+                await workflow.sleep(max(answer.not_before - workflow.now(), timedelta(seconds=1)))
 
             self._set_status(f"sending_step_{number}", searchable=False)
             draft = await workflow.execute_activity_method(
