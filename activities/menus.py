@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import activity
 
 from store.repo import Store
 from workflows.menu_definition import MenuDefinition
+from workflows.menu_text import pick_menu
 
 
 @dataclass
@@ -59,9 +60,35 @@ class MenuEvent:
     occurred_at: datetime
 
 
+@dataclass
+class FallbackClaim:
+    channel: str
+    address: str
+    at: datetime
+    """The workflow's clock: the once-per-period rule is judged by it."""
+    period: timedelta
+
+
 class MenuActivities:
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    @activity.defn
+    async def pick_menu(self, text: str) -> MenuDefinition | None:
+        """The active menu a message's trigger keywords ask for (as the webhook's router)."""
+        menus = await asyncio.to_thread(self.store.list_menus, active_only=True)
+        return pick_menu(menus, text)
+
+    @activity.defn
+    async def claim_fallback(self, claim: FallbackClaim) -> bool:
+        """True (and recorded) when this contact may get a fallback auto-reply now."""
+        return await asyncio.to_thread(
+            self.store.claim_fallback,
+            claim.channel,
+            claim.address,
+            now=claim.at,
+            period=claim.period,
+        )
 
     @activity.defn
     async def load_menu(self, name: str) -> MenuDefinition | None:
@@ -113,7 +140,14 @@ class MenuActivities:
         )
 
     def all(self) -> list[Any]:
-        return [self.load_menu, self.start_session, self.end_session, self.emit_event]
+        return [
+            self.load_menu,
+            self.pick_menu,
+            self.claim_fallback,
+            self.start_session,
+            self.end_session,
+            self.emit_event,
+        ]
 
 
 def _entry(entry: TranscriptEntry) -> dict[str, str]:

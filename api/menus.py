@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 from api.deps import AdminToken, StoreDep
 from store.menus import MenuSessionView
 from store.repo import Store
-from workflows.menu_definition import MenuDefinition, problems
+from workflows.menu_definition import NAME, MenuDefinition, problems
 
 router = APIRouter(prefix="/v1/menus", tags=["menus"])
 
@@ -92,6 +93,16 @@ async def replace_menu(
                 }
             ]
         )
+    if not NAME.fullmatch(name):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["path", "name"],
+                    "msg": f"{name!r} is not a menu name: lower-case letters, digits, _ and -",
+                    "type": "menu_definition",
+                }
+            ]
+        )
     definition = MenuDefinition.model_validate({**body.model_dump(by_alias=True), "name": name})
     if await _save(store, definition):
         response.status_code = status.HTTP_201_CREATED
@@ -134,6 +145,14 @@ async def _menu(store: Store, name: str) -> MenuDefinition:
     return menu
 
 
+def _keys(definition: MenuDefinition) -> set[str]:
+    keys = set(definition.steps)
+    for step in definition.steps.values():
+        if isinstance(step.next, dict):
+            keys.update(step.next)
+    return keys
+
+
 def _changed(request: Request) -> None:
     """The inbound router of this process sees the edit at once (others within seconds)."""
     request.app.state.menu_router.invalidate()
@@ -151,7 +170,7 @@ async def _save(store: Store, definition: MenuDefinition) -> bool:
         raise RequestValidationError(
             [
                 {
-                    "loc": problem_loc(problem.path),
+                    "loc": problem_loc(problem.path, _keys(definition)),
                     "msg": problem.message,
                     "type": "menu_definition",
                 }
@@ -161,10 +180,35 @@ async def _save(store: Store, definition: MenuDefinition) -> bool:
     return await asyncio.to_thread(store.save_menu, definition)
 
 
-def problem_loc(path: str) -> list[str | int]:
+def problem_loc(path: str, keys: Collection[str] = ()) -> list[str | int]:
     """``steps.a.message.action.buttons[3].reply`` -> ``["body", "steps", "a", "message",
-    "action", "buttons", 3, "reply"]``."""
+    "action", "buttons", 3, "reply"]``.
+
+    ``keys`` are the definition's step names and reply ids: free text that may itself hold
+    a ``.`` ("ask.day"), kept whole where the path names them.
+    """
     loc: list[str | int] = ["body"]
-    for index, quoted, plain in _PATH_PART.findall(path):
+    rest = path
+    while rest:
+        key = _key_at(rest, keys, after=loc[-1])
+        if key is not None:
+            loc.append(key)
+            rest = rest[len(key) :].removeprefix(".")
+            continue
+        match = _PATH_PART.match(rest)
+        if match is None:  # a stray separator
+            rest = rest[1:]
+            continue
+        index, quoted, plain = match.groups()
         loc.append(int(index) if index else quoted or plain)
+        rest = rest[match.end() :].removeprefix(".")
     return loc
+
+
+def _key_at(rest: str, keys: Collection[str], *, after: str | int) -> str | None:
+    """The longest step name or reply id that ``rest`` starts with, right after ``steps``
+    or ``next`` (where the path names one)."""
+    if after not in ("steps", "next"):
+        return None
+    found = [k for k in keys if rest == k or rest.startswith((k + ".", k + "["))]
+    return max(found, key=len) if found else None

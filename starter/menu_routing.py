@@ -15,22 +15,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.delivery import DeliverRequest
 from activities.policy import Keyword
-from integrations.channels import ChannelName, MessageClass
+from integrations.channels import ChannelName
 from settings import Settings
 from store.repo import Store
 from workflows.menu_conversation import KIND, MenuConversation
 from workflows.menu_definition import MenuDefinition
 from workflows.menu_payloads import MenuConversationInput, MenuMessage, workflow_id_for
-from workflows.menu_text import trigger_score
+from workflows.menu_text import pick_menu
 from workflows.search_attributes import at_start
-from workflows.send_message import SendMessage
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +45,6 @@ class RoutedMessage:
     contact_id: int
     message: MenuMessage
     keyword: Keyword | None = None
-
-
-def pick_menu(menus: list[MenuDefinition], text: str) -> MenuDefinition | None:
-    """The active menu whose keyword the text contains as whole words: highest priority first,
-    then the longest keyword; None when no keyword matches."""
-    best: tuple[int, int, str] | None = None
-    chosen = None
-    for menu in menus:
-        if not menu.active:
-            continue
-        score = trigger_score(menu.trigger_keywords, text)
-        if score == 0:
-            continue
-        rank = (menu.priority, score, menu.name)
-        if best is None or rank[:2] > best[:2] or (rank[:2] == best[:2] and rank[2] < best[2]):
-            best, chosen = rank, menu
-    return chosen
 
 
 class MenuRouter:
@@ -151,25 +131,7 @@ class MenuRouter:
         # ("yes" answers a question), so they go on like any other message.
         menu = pick_menu(await self._active_menus(), routed.message.text)
         if menu is not None:
-            # Signal-with-start: a running conversation gets the message; otherwise a new one
-            # starts with it. Either way one RPC, and no race between "is one running?" and
-            # "start one".
-            await client.start_workflow(
-                MenuConversation.run,
-                MenuConversationInput(
-                    channel=routed.channel,
-                    address=routed.address,
-                    menu=menu,
-                    contact_id=routed.contact_id,
-                    hint=self.settings.menus.hint,
-                ),
-                id=workflow_id,
-                task_queue=self.settings.temporal.task_queue,
-                start_signal="message",
-                start_signal_args=[routed.message],
-                search_attributes=at_start(KIND, "active", routed.channel.value),
-                static_summary=f"Menu {menu.name} with {routed.address}"[:200],
-            )
+            await self._start(client, routed, menu=menu)
             return f"trigger:{menu.name}"
         if await _signal(client, workflow_id, "message", routed.message):
             return "conversation"
@@ -184,38 +146,39 @@ class MenuRouter:
         return self._menus
 
     async def _fallback(self, client: Client, routed: RoutedMessage) -> str:
-        text = self.settings.menus.fallback_text.strip()
-        if not text or not routed.message.text.strip():
+        """No menu and no conversation: the workflow sends the fallback auto-reply when one
+        is due (it claims the once-per-period slot itself, so a retried routing can never
+        claim it without sending)."""
+        if not self.settings.menus.fallback_text.strip() or not routed.message.text.strip():
             return "ignored"
-        claimed = await asyncio.to_thread(
-            self.store.claim_fallback,
-            routed.channel.value,
-            routed.address,
-            now=datetime.now(UTC),
-            period=self.settings.menus.fallback_period,
-        )
-        if not claimed:
-            return "ignored"
-        key = (
-            f"fallback:{routed.channel.value}:{routed.address}:{routed.message.provider_message_id}"
-        )
-        await client.start_workflow(
-            SendMessage.run,
-            DeliverRequest(
-                idempotency_key=key,
-                workflow_id=key,
-                channel=routed.channel,
-                to=routed.address,
-                text=text,
-                message_class=MessageClass.transactional,
-                contact_id=routed.contact_id,
-            ),
-            id=key,
-            task_queue=self.settings.temporal.task_queue,
-            search_attributes=at_start("fallback_reply", "sending", routed.channel.value),
-            static_summary=f"Fallback reply to {routed.address}"[:200],
-        )
+        await self._start(client, routed, menu=None)
         return "fallback"
+
+    async def _start(
+        self, client: Client, routed: RoutedMessage, *, menu: MenuDefinition | None
+    ) -> None:
+        """Signal-with-start: a running conversation gets the message; otherwise a new run
+        starts with it. One RPC, and no race between "is one running?" and "start one"."""
+        menus = self.settings.menus
+        summary = f"Menu {menu.name} with {routed.address}" if menu else f"{routed.address}"
+        await client.start_workflow(
+            MenuConversation.run,
+            MenuConversationInput(
+                channel=routed.channel,
+                address=routed.address,
+                menu=menu,
+                contact_id=routed.contact_id,
+                hint=menus.hint,
+                fallback_text=menus.fallback_text,
+                fallback_period=menus.fallback_period,
+            ),
+            id=workflow_id_for(routed.channel.value, routed.address),
+            task_queue=self.settings.temporal.task_queue,
+            start_signal="message",
+            start_signal_args=[routed.message],
+            search_attributes=at_start(KIND, "active", routed.channel.value),
+            static_summary=summary[:200],
+        )
 
 
 def _transient(error: Exception) -> bool:

@@ -458,6 +458,10 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
         {"expiry": "0s"},
         [("expiry", "expiry is 0s; it must be positive")],
     ),
+    "12-expiry-too-long": (
+        {"expiry": "4000000d"},
+        [("expiry", "expiry is 4e+06 days; at most 30 days")],
+    ),
     # 13. events and handoffs
     "13-event-name": (
         {"steps.order_end.event": "new order"},

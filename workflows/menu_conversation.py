@@ -24,6 +24,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliverRequest
     from activities.menus import (
+        FallbackClaim,
         MenuActivities,
         MenuEvent,
         SessionEnd,
@@ -32,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from integrations.channels import ChannelName, MessageClass
     from workflows.delivery import send
-    from workflows.menu_definition import MenuStep, check_answer
+    from workflows.menu_definition import MenuDefinition, MenuStep, check_answer
     from workflows.menu_payloads import (
         MenuConversationInput,
         MenuConversationResult,
@@ -40,12 +41,22 @@ with workflow.unsafe.imports_passed_through():
         MenuState,
         MenuView,
     )
-    from workflows.menu_text import fill, fill_interactive, same_words, words
+    from workflows.menu_text import (
+        TEXT_LIMIT,
+        clamp,
+        fill,
+        fill_interactive,
+        same_words,
+        words,
+    )
     from workflows.search_attributes import CONTACT_ID, NUDGE_STATUS
 
 KIND = "menu"
-# Bookkeeping runs as local activities: quick database writes in the worker, without a
-# round trip through the server for each (a conversation's latency is the customer's wait).
+# Reads and idempotent writes (load or pick a menu, record a session's start) run as local
+# activities, without a round trip through the server. Anything a customer or an operator
+# sees (sends, outcomes, events) is a regular activity: a local activity runs again, or
+# on a path the workflow then does not take, when its workflow task is discarded (e.g. a
+# message arriving while the run completes).
 BOOKKEEPING = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
 )
@@ -55,6 +66,8 @@ UNAVAILABLE = "Sorry, that option is not available right now."
 TRANSCRIPT_LIMIT = 500
 """Entries kept in the workflow (and stored); a very long conversation keeps its latest."""
 SEEN_LIMIT = 200
+MAX_EXPIRY = timedelta(days=365)
+"""Definitions are checked for a sane expiry; this only keeps a timer within the calendar."""
 TEXT_CHANNELS = (ChannelName.whatsapp_twilio,)
 """Channels without interactive messages: menus are sent as numbered text."""
 
@@ -73,6 +86,7 @@ class MenuConversation:
         self._opted_out = False
         self._released = False
         self._state: MenuState | None = None
+        self._fallbacks = 0
 
     @workflow.signal
     def message(self, message: MenuMessage) -> None:
@@ -103,25 +117,55 @@ class MenuConversation:
 
     @workflow.run
     async def run(self, start: MenuConversationInput) -> MenuConversationResult:
-        info = workflow.info()
-        state = start.state or MenuState(
-            session_id=f"{info.workflow_id}:{info.run_id}",
-            menu=start.menu,
-            step=start.menu.start,
-            last_activity=workflow.now(),
-        )
-        self._pending = [*state.pending, *self._pending]
-        self._seen = [*state.seen, *(s for s in self._seen if s not in state.seen)][-SEEN_LIMIT:]
-        state.pending = []
-        self._state = state
+        carried = start.state
+        seen = carried.seen if carried is not None else start.seen
+        queued = carried.pending if carried is not None else start.leftovers
+        # Signals can arrive before this method runs: drop those the last run already took.
+        early = [m for m in self._pending if m.provider_message_id not in seen]
+        self._pending = [*queued, *early]
+        self._seen = [*seen, *(i for i in self._seen if i not in seen)][-SEEN_LIMIT:]
+        if carried is not None:
+            carried.pending, carried.seen = [], []
+            self._opted_out = self._opted_out or carried.opted_out
+            self._released = self._released or carried.released
         if start.contact_id is not None:
             workflow.upsert_search_attributes([CONTACT_ID.value_set(str(start.contact_id))])
+
+        state = carried
+        if state is None and start.menu is not None:
+            state = self._fresh(start.menu)
+        if state is None:
+            state = await self._reroute(start)
+            if state is None:
+                status = "fallback" if self._fallbacks else "ignored"
+                workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
+                return MenuConversationResult(
+                    status=status, menu="", last_step="", ended_at=workflow.now()
+                )
+        self._state = state
         try:
             ending = await self._converse(start, state)
         except asyncio.CancelledError:
             await self._record_end(start, state, "cancelled")
             raise
         await self._record_end(start, state, ending.status)
+        if self._pending and ending.status in ("completed", "expired", "handed_off"):
+            # Messages that came while the conversation was ending are not dropped: a new
+            # run routes them, as the webhook would have had the conversation been over.
+            workflow.continue_as_new(
+                MenuConversationInput(
+                    channel=start.channel,
+                    address=start.address,
+                    menu=None,
+                    contact_id=start.contact_id,
+                    hint=start.hint,
+                    history_limit=start.history_limit,
+                    leftovers=list(self._pending),
+                    seen=list(self._seen),
+                    fallback_text=start.fallback_text,
+                    fallback_period=start.fallback_period,
+                )
+            )
         return MenuConversationResult(
             status=ending.status,
             menu=state.menu.name,
@@ -131,6 +175,55 @@ class MenuConversation:
             ended_at=workflow.now(),
         )
 
+    def _fresh(self, menu: MenuDefinition) -> MenuState:
+        info = workflow.info()
+        return MenuState(
+            session_id=f"{info.workflow_id}:{info.run_id}",
+            menu=menu,
+            step=menu.start,
+            last_activity=workflow.now(),
+        )
+
+    async def _reroute(self, start: MenuConversationInput) -> MenuState | None:
+        """Route leftover messages one by one until one names a menu (it then starts that
+        menu as its trigger); the others get the fallback auto-reply, if one is due."""
+        while self._pending and not self._opted_out:
+            message = self._pending[0]
+            menu = await workflow.execute_local_activity_method(
+                MenuActivities.pick_menu,
+                message.text,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
+            )
+            if menu is not None:
+                return self._fresh(menu)
+            self._pending.pop(0)
+            reply = start.fallback_text.strip()
+            if not reply or not message.text.strip():
+                continue
+            if await workflow.execute_activity_method(
+                MenuActivities.claim_fallback,
+                FallbackClaim(
+                    start.channel.value, start.address, workflow.now(), start.fallback_period
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
+            ):
+                self._fallbacks += 1
+                await send(
+                    DeliverRequest(
+                        idempotency_key=f"fallback:{start.channel.value}:{start.address}:"
+                        f"{message.provider_message_id}",
+                        workflow_id=workflow.info().workflow_id,
+                        channel=start.channel,
+                        to=start.address,
+                        text=reply,
+                        message_class=MessageClass.transactional,
+                        contact_id=start.contact_id,
+                    )
+                )
+        return None
+
     async def _converse(self, start: MenuConversationInput, state: MenuState) -> _Ending:
         while True:
             if self._opted_out:
@@ -138,7 +231,8 @@ class MenuConversation:
             if state.handed_off and self._released:
                 return _Ending("handed_off", "released by an agent")
             if not self._pending:
-                remaining = state.last_activity + state.menu.expiry - workflow.now()
+                expiry = min(state.menu.expiry, MAX_EXPIRY)
+                remaining = state.last_activity + expiry - workflow.now()
                 try:
                     await workflow.wait_condition(
                         lambda: (
@@ -159,6 +253,7 @@ class MenuConversation:
             if self._should_continue_as_new(start):
                 state.pending = list(self._pending)
                 state.seen = list(self._seen)
+                state.opted_out, state.released = self._opted_out, self._released
                 workflow.continue_as_new(
                     MenuConversationInput(
                         channel=start.channel,
@@ -168,6 +263,8 @@ class MenuConversation:
                         hint=start.hint,
                         history_limit=start.history_limit,
                         state=state,
+                        fallback_text=start.fallback_text,
+                        fallback_period=start.fallback_period,
                     )
                 )
 
@@ -203,9 +300,8 @@ class MenuConversation:
         if step.kind == "question":
             value = check_answer(step, text)
             if value is None:
-                await self._send_text(
-                    start, state, step.error or f"{NOT_UNDERSTOOD} {step.message}"
-                )
+                again = step.error or f"{NOT_UNDERSTOOD} {step.message}"
+                await self._send_text(start, state, fill(again, state.context))
                 return None
             state.context[step.save_as or state.step] = value
             return await self._go(start, state, step.next if isinstance(step.next, str) else None)
@@ -222,7 +318,8 @@ class MenuConversation:
             if same_words(message.text, title):
                 return option_id
         typed = message.text.strip().rstrip(".)")
-        if start.channel in TEXT_CHANNELS and typed.isdigit() and 1 <= int(typed) <= len(ids):
+        numbered = typed.isascii() and typed.isdigit()  # "²" is a digit but not a number
+        if start.channel in TEXT_CHANNELS and numbered and 1 <= int(typed) <= len(ids):
             return ids[int(typed) - 1]
         return None
 
@@ -271,7 +368,7 @@ class MenuConversation:
         if ending is not None or step.kind != "end":
             return ending
         if step.event:
-            await workflow.execute_local_activity_method(
+            await workflow.execute_activity_method(
                 MenuActivities.emit_event,
                 MenuEvent(
                     idempotency_key=f"{state.session_id}:{name}",
@@ -310,9 +407,9 @@ class MenuConversation:
                 text = ""
             else:
                 text, interactive = shown, None
+        text = clamp(text, TEXT_LIMIT)
         outcome = await send(
-            local=True,
-            request=DeliverRequest(
+            DeliverRequest(
                 idempotency_key=f"{state.session_id}:{state.sent}",
                 workflow_id=workflow.info().workflow_id,
                 channel=start.channel,
@@ -363,7 +460,7 @@ class MenuConversation:
             workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
         if not state.started:
             return
-        await workflow.execute_local_activity_method(
+        await workflow.execute_activity_method(
             MenuActivities.end_session,
             SessionEnd(
                 session_id=state.session_id,

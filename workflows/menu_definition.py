@@ -33,6 +33,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_EXPIRY = timedelta(hours=24)
+MAX_EXPIRY = timedelta(days=30)
+"""A month without a word is not a conversation any more (and keeps timers sane)."""
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 """``{name}``, but not inside ``{{name}}`` (literal braces); the same pattern as the filler."""
@@ -198,6 +200,11 @@ def _definition_problems(definition: MenuDefinition) -> list[Problem]:
     if definition.expiry <= timedelta(0):
         seconds = definition.expiry.total_seconds()
         found.append(Problem("expiry", f"expiry is {seconds:g}s; it must be positive, e.g. 24h"))
+    elif definition.expiry > MAX_EXPIRY:
+        days = definition.expiry.total_seconds() / 86400
+        found.append(
+            Problem("expiry", f"expiry is {days:g} days; at most {MAX_EXPIRY.days} days, e.g. 24h")
+        )
     if not definition.steps:
         found.append(Problem("steps", "a menu needs at least one step"))
     elif definition.start not in definition.steps:

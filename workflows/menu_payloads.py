@@ -8,7 +8,7 @@ then reuses one pydantic adapter per type instead of building a new one for ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from activities.menus import TranscriptEntry
 from integrations.channels import ChannelName
@@ -50,23 +50,38 @@ class MenuState:
     handed_off: bool = False
     pending: list[MenuMessage] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
+    opted_out: bool = False
+    released: bool = False
 
 
 @dataclass
 class MenuConversationInput:
     channel: ChannelName
     address: str
-    menu: MenuDefinition
+    menu: MenuDefinition | None
+    """The menu to start; None routes the queued messages first (a trigger keyword starts
+    its menu, anything else gets the fallback auto-reply)."""
     contact_id: int | None = None
     hint: str = DEFAULT_HINT
     history_limit: int = HISTORY_LIMIT
     state: MenuState | None = None
+    """A conversation carried on by ``continue_as_new``."""
+    leftovers: list[MenuMessage] = field(default_factory=list)
+    """Messages that reached the previous run while its conversation was ending: this run
+    routes them afresh (a trigger keyword starts the menu it names, else the fallback)."""
+    seen: list[str] = field(default_factory=list)
+    """Message ids the previous run had already taken (so a provider's retry is dropped)."""
+    fallback_text: str = ""
+    """The auto-reply for a message that starts no menu; empty sends none."""
+    fallback_period: timedelta = timedelta(hours=24)
+    """At most one fallback reply per contact within this period."""
 
 
 @dataclass
 class MenuConversationResult:
     status: str
-    """completed, expired, handed_off or cancelled."""
+    """completed, expired, handed_off or cancelled; for a run that started no menu,
+    ``fallback`` (it sent the auto-reply) or ``ignored`` (none was due)."""
     menu: str
     last_step: str
     reason: str = ""

@@ -13,8 +13,11 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from workflows.menu_definition import MenuDefinition
+
 WORD = re.compile(r"\w+")
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def fold(text: str) -> str:
@@ -37,10 +40,15 @@ def _contains(haystack: Sequence[str], needle: Sequence[str]) -> bool:
 def trigger_score(keywords: Iterable[str], text: str) -> int:
     """Length of the longest keyword found in ``text`` as whole words; 0 when none is."""
     said = words(text)
+    pieces = fold(text).split()
     best = 0
     for keyword in keywords:
         wanted = words(keyword)
-        if _contains(said, wanted):
+        if not wanted:  # no letters or digits ("👋"): the symbols as a whole, space-separated
+            symbols = fold(keyword).split()
+            if _contains(pieces, symbols):
+                best = max(best, len(" ".join(symbols)))
+        elif _contains(said, wanted):
             best = max(best, len(" ".join(wanted)))
     return best
 
@@ -57,15 +65,52 @@ def fill(text: str, context: dict[str, str]) -> str:
     A placeholder with no saved answer stays as written (definitions are checked so that
     this does not happen; a conversation must still never crash on it).
     """
-    filled = PLACEHOLDER.sub(lambda m: context.get(m.group(1), m.group(0)), text)
-    return filled.replace("{{", "{").replace("}}", "}")
+
+    def one(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        return context.get(match.group(1), token)
+
+    # One pass, so braces inside a customer's answer are left as they typed them.
+    return TOKEN.sub(one, text)
+
+
+LIMITS = {"header": 60, "body": 1024, "footer": 60}
+"""WhatsApp's character limits of an interactive message's texts."""
+TEXT_LIMIT = 4096
+"""WhatsApp's limit for a text message."""
+
+
+def clamp(text: str, limit: int) -> str:
+    """At most ``limit`` characters, marked with an ellipsis when cut: a long saved answer
+    in a placeholder must not make WhatsApp refuse the whole message."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def fill_interactive(message: dict[str, Any], context: dict[str, str]) -> dict[str, Any]:
-    """The interactive object with its header, body and footer texts filled in."""
+    """The interactive object with its header, body and footer texts filled in (and kept
+    within WhatsApp's limits once the answers are in)."""
     filled = dict(message)
-    for part in ("header", "body", "footer"):
+    for part, limit in LIMITS.items():
         value = message.get(part)
         if isinstance(value, dict) and isinstance(value.get("text"), str):
-            filled[part] = {**value, "text": fill(value["text"], context)}
+            filled[part] = {**value, "text": clamp(fill(value["text"], context), limit)}
     return filled
+
+
+def pick_menu(menus: list[MenuDefinition], text: str) -> MenuDefinition | None:
+    """The active menu whose keyword the text contains as whole words: highest priority first,
+    then the longest keyword; None when no keyword matches."""
+    best: tuple[int, int, str] | None = None
+    chosen = None
+    for menu in menus:
+        if not menu.active:
+            continue
+        score = trigger_score(menu.trigger_keywords, text)
+        if score == 0:
+            continue
+        rank = (menu.priority, score, menu.name)
+        if best is None or rank[:2] > best[:2] or (rank[:2] == best[:2] and rank[2] < best[2]):
+            best, chosen = rank, menu
+    return chosen
