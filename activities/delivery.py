@@ -27,14 +27,17 @@ from activities.policy import (
 )
 from integrations.channels import (
     Channel,
-    ChannelName,
-    MessageClass,
     OutboundMessage,
     OutsideWindow,
     RecipientOptedOut,
     Template,
     Unregistered,
 )
+
+# ChannelName and MessageClass are part of DeliverRequest: workflows take them from here
+# (explicitly re-exported), never from integrations/.
+from integrations.channels import ChannelName as ChannelName
+from integrations.channels import MessageClass as MessageClass
 from integrations.errors import ProviderError, Rejected, RetryLater
 from settings import PolicySettings
 from store.repo import FINAL_OUTBOX, OutboxStatus, Store

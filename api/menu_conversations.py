@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import AdminToken, TemporalDep
@@ -50,7 +50,7 @@ async def _view(handle: WorkflowHandle[Any, Any], workflow_id: str) -> MenuView:
     try:
         description = await handle.describe()
         view: MenuView | None = None
-        if description.status is not None and description.status.name == "RUNNING":
+        if description.status == WorkflowExecutionStatus.RUNNING:
             view = await handle.query(MenuConversation.view)
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:

@@ -11,6 +11,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from store.db import upgrade
 from store.repo import Store
+from tests.fakes.server import free_port
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
@@ -83,6 +85,10 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
         ui=False,
+        # Below the ephemeral range (no client socket can hold it first), and time to start
+        # on a busy machine: the SDK's 5 s default was once too short here.
+        port=free_port(),
+        dev_server_startup_timeout=timedelta(seconds=30),
     )
     yield env
     await env.shutdown()

@@ -14,6 +14,7 @@ an ``event``, emitted for automation rules.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.delivery import DeliverRequest
+    from activities.delivery import ChannelName, DeliverRequest, MessageClass
     from activities.menus import (
         FallbackClaim,
         MenuActivities,
@@ -31,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
         SessionStart,
         TranscriptEntry,
     )
-    from integrations.channels import ChannelName, MessageClass
     from workflows.delivery import send
     from workflows.menu_definition import MenuDefinition, MenuStep, check_answer
     from workflows.menu_payloads import (
@@ -153,17 +153,12 @@ class MenuConversation:
             # Messages that came while the conversation was ending are not dropped: a new
             # run routes them, as the webhook would have had the conversation been over.
             workflow.continue_as_new(
-                MenuConversationInput(
-                    channel=start.channel,
-                    address=start.address,
+                dataclasses.replace(
+                    start,
                     menu=None,
-                    contact_id=start.contact_id,
-                    hint=start.hint,
-                    history_limit=start.history_limit,
+                    state=None,
                     leftovers=list(self._pending),
                     seen=list(self._seen),
-                    fallback_text=start.fallback_text,
-                    fallback_period=start.fallback_period,
                 )
             )
         return MenuConversationResult(
@@ -254,19 +249,7 @@ class MenuConversation:
                 state.pending = list(self._pending)
                 state.seen = list(self._seen)
                 state.opted_out, state.released = self._opted_out, self._released
-                workflow.continue_as_new(
-                    MenuConversationInput(
-                        channel=start.channel,
-                        address=start.address,
-                        menu=start.menu,
-                        contact_id=start.contact_id,
-                        hint=start.hint,
-                        history_limit=start.history_limit,
-                        state=state,
-                        fallback_text=start.fallback_text,
-                        fallback_period=start.fallback_period,
-                    )
-                )
+                workflow.continue_as_new(dataclasses.replace(start, state=state, leftovers=[]))
 
     def _should_continue_as_new(self, start: MenuConversationInput) -> bool:
         info = workflow.info()
@@ -301,7 +284,7 @@ class MenuConversation:
             value = check_answer(step, text)
             if value is None:
                 again = step.error or f"{NOT_UNDERSTOOD} {step.message}"
-                await self._send_text(start, state, fill(again, state.context))
+                await self._send(start, state, text=fill(again, state.context))
                 return None
             state.context[step.save_as or state.step] = value
             return await self._go(start, state, step.next if isinstance(step.next, str) else None)
@@ -340,7 +323,7 @@ class MenuConversation:
             retry_policy=BOOKKEEPING,
         )
         if other is None:
-            await self._send_text(start, state, UNAVAILABLE)
+            await self._send(start, state, text=UNAVAILABLE)
             return await self._show(start, state, state.step)
         await self._record_end(start, state, "moved")
         state.sessions += 1
@@ -388,9 +371,6 @@ class MenuConversation:
             return None
         return _Ending("completed")
 
-    async def _send_text(self, start: MenuConversationInput, state: MenuState, text: str) -> None:
-        await self._send(start, state, text=text)
-
     async def _send(
         self,
         start: MenuConversationInput,
@@ -434,7 +414,7 @@ class MenuConversation:
             return _Ending("handed_off", "no message within the expiry")
         if state.menu.expiry_message and state.started:
             # The send path refuses free-form text once the WhatsApp window has closed.
-            await self._send_text(start, state, fill(state.menu.expiry_message, state.context))
+            await self._send(start, state, text=fill(state.menu.expiry_message, state.context))
         return _Ending("expired", f"no message for {state.menu.expiry}")
 
     async def _start_session(self, start: MenuConversationInput, state: MenuState) -> None:

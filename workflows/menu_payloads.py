@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from activities.delivery import ChannelName
 from activities.menus import TranscriptEntry
-from integrations.channels import ChannelName
 from workflows.menu_definition import MenuDefinition
 
 DEFAULT_HINT = "Please choose one of the options."

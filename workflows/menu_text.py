@@ -16,7 +16,6 @@ from typing import Any
 from workflows.menu_definition import MenuDefinition
 
 WORD = re.compile(r"\w+")
-PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
