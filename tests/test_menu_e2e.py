@@ -5,6 +5,7 @@ the real route, the real worker wiring, and the exact payloads that reach a fake
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,21 +14,24 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from api.app import create_app
-from settings import PolicySettings, Settings, TemporalSettings, WhatsAppSettings
+from settings import PolicySettings, Settings, TemporalSettings, TwilioSettings, WhatsAppSettings
 from store.db import upgrade
 from store.models import InboundMessage
 from store.repo import Role, Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
+from tests.fakes.twilio import FakeTwilio
 from tests.test_e2e import wait_for
 from tests.test_menu_conversation import POTS, PRODUCTS, WELCOME, shop_menu
 from worker import WORKFLOWS, build_activities
 
 APP_SECRET = "menu-e2e-app-secret"
+TWILIO_NUMBER = "+15005550006"
 CUSTOMER = "15551239876"
 """As Meta reports a WhatsApp sender: digits, no ``+``."""
 
@@ -38,6 +42,26 @@ class Stack:
     hooks: httpx.AsyncClient
     api: httpx.AsyncClient
     store: Store
+    twilio: FakeTwilio
+    public_url: str
+
+    async def twilio_inbound(self, body: str, sid: str) -> None:
+        """What Twilio posts for an incoming WhatsApp message, signed over our public URL."""
+        form = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "AccountSid": self.twilio.account_sid,
+            "From": f"whatsapp:+{CUSTOMER}",
+            "To": f"whatsapp:{TWILIO_NUMBER}",
+            "Body": body,
+            "NumMedia": "0",
+            "ProfileName": "Sheena Nelson",
+            "WaId": CUSTOMER,
+        }
+        path = "/webhooks/twilio/inbound"
+        signature = self.twilio.sign(self.public_url + path, form)
+        response = await self.hooks.post(path, data=form, headers={"X-Twilio-Signature": signature})
+        assert response.status_code == 200, response.text
 
     async def deliver(self, payload: dict[str, Any]) -> None:
         raw, headers = self.graph.signed(payload, APP_SECRET)
@@ -66,9 +90,9 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     database_url = f"sqlite:///{tmp_path / 'nudge.db'}"
     upgrade(database_url)
-    graph = FakeGraph()
+    graph, twilio = FakeGraph(), FakeTwilio()
     store = Store.from_url(database_url)
-    with serve(graph.app) as graph_server:
+    with serve(graph.app) as graph_server, serve(twilio.app) as twilio_server:
         settings = Settings(
             _env_file=None,
             database_url=database_url,
@@ -81,6 +105,12 @@ async def stack(
                 graph_url=graph_server.url,
                 app_secret=APP_SECRET,
                 verify_token="verify",
+            ),
+            twilio=TwilioSettings(
+                account_sid=twilio.account_sid,
+                auth_token=twilio.auth_token,
+                whatsapp_from=TWILIO_NUMBER,
+                base_url=twilio_server.url,
             ),
             policy=PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00"),
         )
@@ -95,6 +125,7 @@ async def stack(
             ),
         ):
             with serve(create_app(settings, store=store)) as app_server:
+                settings.public_url = app_server.url  # Twilio signs the URL it calls: ours
                 async with (
                     httpx.AsyncClient(base_url=app_server.url, timeout=10) as hooks,
                     httpx.AsyncClient(
@@ -103,7 +134,13 @@ async def stack(
                         timeout=10,
                     ) as api,
                 ):
-                    yield Stack(graph, hooks, api, store)
+                    yield Stack(graph, hooks, api, store, twilio, app_server.url)
+            # The dev server is shared and every test writes as the same customer: end what
+            # this test left running, so the next one starts its own conversation.
+            for channel in ("whatsapp", "whatsapp_twilio"):
+                handle = dev_env.client.get_workflow_handle(f"menu:{channel}:+{CUSTOMER}")
+                with contextlib.suppress(RPCError):
+                    await handle.terminate("test finished")
     store.close()
 
 
@@ -218,3 +255,27 @@ async def test_an_agent_releases_a_handed_off_conversation(stack: Stack) -> None
 
     assert (await stack.api.get("/v1/menu-conversations/menu:whatsapp:+1999")).status_code == 404
     assert (await stack.api.get("/v1/menu-conversations/followup:x")).status_code == 422
+
+
+async def test_menu_over_twilio_whatsapp(stack: Stack) -> None:
+    """The same menu through Twilio's WhatsApp: signed form posts at the real inbound route,
+    numbered text menus at the fake Twilio API, a typed number choosing, a retry once."""
+    await stack.api.put("/v1/menus/main_menu", json=shop_menu().model_dump(mode="json"))
+
+    async def bodies(count: int) -> list[tuple[str, str, str]]:
+        await wait_for(lambda: len(stack.twilio.messages) >= count)
+        await asyncio.sleep(0.3)
+        assert len(stack.twilio.messages) == count, stack.twilio.messages
+        return [(m["From"], m["To"], m["Body"]) for m in stack.twilio.messages]
+
+    await stack.twilio_inbound("Hello", "SM" + "1" * 32)
+    assert (await bodies(1))[0] == (
+        f"whatsapp:{TWILIO_NUMBER}",
+        f"whatsapp:+{CUSTOMER}",
+        "Welcome! How can we help?\n1. New Order\n2. Support",
+    )
+    await stack.twilio_inbound("1", "SM" + "2" * 32)
+    await stack.twilio_inbound("1", "SM" + "2" * 32)  # Twilio retried: handled once
+    sent = await bodies(2)
+    assert sent[1][2].startswith("Our plants\nWhich plant would you like?\n1. Monstera")
+    assert stack.graph.sent == [], "Cloud API untouched: the reply goes back the way it came"
