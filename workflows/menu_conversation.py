@@ -87,6 +87,7 @@ class MenuConversation:
         self._released = False
         self._state: MenuState | None = None
         self._fallbacks = 0
+        self._answering = False
 
     @workflow.signal
     def message(self, message: MenuMessage) -> None:
@@ -112,7 +113,11 @@ class MenuConversation:
         if state is None:
             return None
         return MenuView(
-            state.menu.name, state.step, state.handed_off, dict(state.context), len(self._pending)
+            state.menu.name,
+            state.step,
+            state.handed_off,
+            dict(state.context),
+            len(self._pending) + self._answering,
         )
 
     @workflow.run
@@ -242,7 +247,11 @@ class MenuConversation:
                 continue
             message = self._pending.pop(0)
             state.last_activity = workflow.now()
-            ending = await self._handle(start, state, message)
+            self._answering = True
+            try:
+                ending = await self._handle(start, state, message)
+            finally:
+                self._answering = False
             if ending is not None:
                 return ending
             if self._should_continue_as_new(start):

@@ -96,3 +96,5 @@ class MenuView:
     handed_off: bool
     context: dict[str, str]
     pending: int
+    """Customer messages not yet fully handled: those queued and the one being answered.
+    A view with ``pending == 0`` has settled (its step and hand-off are final for now)."""
