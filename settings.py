@@ -285,6 +285,11 @@ class MenusSettings(BaseModel):
     """At most one fallback reply per contact within this period."""
     hint: str = "Please choose one of the options."
     """Sent when a reply matches none of a menu step's options (the step is then repeated)."""
+    routing_retry_interval: Duration = timedelta(seconds=30)
+    """How often the HTTP service looks for inbound WhatsApp messages whose routing failed
+    (Temporal unreachable, a process stopped mid-way) and routes them again."""
+    routing_max_age: Duration = timedelta(hours=24)
+    """Messages older than this are no longer routed again (the WhatsApp window has closed)."""
 
 
 class Settings(BaseSettings):

@@ -27,7 +27,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sweep = asyncio.create_task(app.state.menu_router.sweep_forever())
         yield
+        sweep.cancel()
         await app.state.menu_router.drain()
         if own_store:
             the_store.close()

@@ -2,7 +2,8 @@
 
 Not a test: it prints figures. The HTTP service (uvicorn, one process, SQLite or the
 PostgreSQL named by ``--database-url``) runs in a child process on 127.0.0.1, as in
-production; this process signs each request the way Twilio and Meta do and posts them with
+production, with a Temporal dev server to route WhatsApp messages and signal statuses to;
+this process signs each request the way Twilio and Meta do and posts them with
 ``--concurrency`` connections at once.
 
     .venv/bin/python bench/webhooks.py                        # 2000 requests, 10% duplicates
@@ -11,7 +12,8 @@ production; this process signs each request the way Twilio and Meta do and posts
 The mix is a quarter each of Twilio inbound SMS, Twilio status callbacks, WhatsApp Cloud
 inbound messages and WhatsApp ``statuses``; the duplicates are re-posts of earlier requests
 (providers retry). Prints requests per second, p50/p99/max latency, and how many messages
-and statuses were processed exactly once (none twice, none lost), read back from the database.
+and statuses were processed exactly once (none twice, none lost; WhatsApp messages also
+routed, in one attempt), read back from the database.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 from sqlalchemy import select  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from settings import Settings, TemporalSettings, TwilioSettings, WhatsAppSettings  # noqa: E402
 from store.db import upgrade  # noqa: E402
@@ -41,6 +45,7 @@ from store.repo import OutboxStatus, Store  # noqa: E402
 from tests.fakes.graph import FakeGraph  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 from tests.fakes.twilio import FakeTwilio  # noqa: E402
+from workflows.search_attributes import ALL  # noqa: E402
 
 APP_SECRET = "bench-meta-app-secret"
 OUR_NUMBER = "+15005550006"
@@ -61,7 +66,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def serve(database_url: str, port: int, account_sid: str, auth_token: str) -> None:
+def serve(database_url: str, port: int, account_sid: str, auth_token: str, temporal: str) -> None:
     """Child process: the HTTP service exactly as `nudge serve` runs it."""
     import uvicorn
 
@@ -73,9 +78,7 @@ def serve(database_url: str, port: int, account_sid: str, auth_token: str) -> No
         public_url=f"http://127.0.0.1:{port}",
         twilio=TwilioSettings(account_sid=account_sid, auth_token=auth_token),
         whatsapp=WhatsAppSettings(app_secret=APP_SECRET, verify_token="bench"),
-        # No Temporal: a status for a sent message signals its workflow after the answer;
-        # here that signal fails fast (connection refused) and is logged, off the hot path.
-        temporal=TemporalSettings(address=f"127.0.0.1:{free_port()}"),
+        temporal=TemporalSettings(address=temporal, task_queue="bench-webhooks"),
     )
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="error")
 
@@ -175,10 +178,20 @@ def exactly_once(store: Store, requests: list[Request]) -> dict[str, tuple[int, 
         events = Counter(
             r[0] for r in connection.execute(select(DeliveryEvent.provider_message_id))
         )
+        routed_once = {
+            r[0]
+            for r in connection.execute(
+                select(InboundMessage.provider_message_id).where(
+                    InboundMessage.routed_at.is_not(None), InboundMessage.route_attempts == 1
+                )
+            )
+        }
     found: dict[str, tuple[int, int]] = {}
     for kind, ids in posted.items():
         seen = inbound if kind.endswith("inbound") else events
         once = sum(1 for i in ids if seen[i] == 1)
+        if kind == "whatsapp_inbound":  # also routed to its conversation, in one attempt
+            once = sum(1 for i in ids if seen[i] == 1 and i in routed_once)
         if kind.endswith("status"):
             rows = store.list_outbox(limit=100_000)
             delivered = {r.provider_message_id for r in rows if r.status == OutboxStatus.delivered}
@@ -198,6 +211,54 @@ async def wait_until_up(base_url: str) -> None:
     raise RuntimeError(f"the service on {base_url} did not start")
 
 
+async def run(
+    args: argparse.Namespace, url: str
+) -> tuple[list[Request], list[float], Counter[int], float]:
+    """Post the webhooks at the service in its own process, with a Temporal dev server to
+    route messages and signal statuses to (no conversation or sender runs: each routing and
+    each status signal is one RPC that finds no workflow, as for most traffic)."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=ALL,
+        dev_server_log_level="error",
+        ui=False,
+    )
+    store = Store.from_url(url)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    twilio = FakeTwilio()
+    requests = build_requests(
+        store, twilio, base_url, args.requests, args.duplicates, args.customers
+    )
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    server = context.Process(
+        target=serve,
+        args=(
+            url,
+            port,
+            twilio.account_sid,
+            twilio.auth_token,
+            env.client.service_client.config.target_host,
+        ),
+        daemon=True,
+    )
+    server.start()
+    try:
+        await wait_until_up(base_url)
+        latencies, codes, elapsed = await post_all(base_url, requests, args.concurrency)
+        await asyncio.sleep(1.0)  # routing and status signals, after the answers, settle
+    finally:
+        server.terminate()
+        server.join(10)
+        if server.is_alive():  # never leave a server behind to skew the next run
+            server.kill()
+            server.join(5)
+        await env.shutdown()
+    return requests, latencies, codes, elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
@@ -210,25 +271,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{tmp}/bench.db"
         upgrade(url)
+        requests, latencies, codes, elapsed = asyncio.run(run(args, url))
         store = Store.from_url(url)
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        twilio = FakeTwilio()
-        requests = build_requests(
-            store, twilio, base_url, args.requests, args.duplicates, args.customers
-        )
-        context = multiprocessing.get_context("spawn")
-        server = context.Process(
-            target=serve, args=(url, port, twilio.account_sid, twilio.auth_token), daemon=True
-        )
-        server.start()
-        try:
-            asyncio.run(wait_until_up(base_url))
-            latencies, codes, elapsed = asyncio.run(post_all(base_url, requests, args.concurrency))
-            time.sleep(0.5)  # background signals (none reach a workflow here) settle
-        finally:
-            server.terminate()
-            server.join(10)
         found = exactly_once(store, requests)
         store.close()
 

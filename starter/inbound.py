@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from activities.policy import Keyword, normalize_address, opt_keyword
 from store.delivery import StatusResult
+from store.inbound import OptChange
 from store.repo import Store
 from workflows.send_message import DeliveryStatus
 
@@ -23,11 +24,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Inbound:
-    """A new inbound message, recorded: who sent it, and whether it was STOP or START."""
+    """An inbound message, recorded: who sent it, whether it was STOP or START, and whether
+    the caller must route it to its conversation now."""
 
     address: str
     contact_id: int
     keyword: Keyword | None
+    inbound_id: int = 0
+    route: bool = False
+    """True when this caller holds the message's routing lease (``store/inbound.py``)."""
 
 
 async def handle_inbound(
@@ -41,9 +46,17 @@ async def handle_inbound(
     kind: str = "text",
     reply_id: str | None = None,
     name: str | None = None,
+    route_channel: str | None = None,
 ) -> Inbound | None:
-    """Record the message (once) and act on opt-out keywords; None for a duplicate."""
+    """Record the message once, acting on opt-out keywords in the same transaction. None for
+    a provider's retry, unless it finds the message still unrouted (its first routing
+    failed): the retry then routes it. ``route_channel`` names the conversation channel the
+    message is for (None: no conversation takes it, e.g. SMS)."""
     address = normalize_address(channel, address)
+    keyword = opt_keyword(text) if kind == "text" else None
+    opt: OptChange | None = None
+    if keyword is not None:
+        opt = "out" if keyword == Keyword.stop else "in"
     result = await asyncio.to_thread(
         store.record_inbound,
         channel,
@@ -54,22 +67,18 @@ async def handle_inbound(
         kind=kind,
         reply_id=reply_id,
         name=name,
+        route_channel=route_channel,
+        opt=opt,
     )
-    if not result.new:
+    if not result.new and not result.route:
         return None
-    keyword = opt_keyword(text) if kind == "text" else None
-    if keyword == Keyword.stop:
-        await asyncio.to_thread(
-            store.suppress,
-            channel,
-            address,
-            scope="all",
-            reason=f"replied {text.strip()!r}",
-            source="keyword",
-        )
-    elif keyword == Keyword.start:
-        await asyncio.to_thread(store.unsuppress, channel, address, "all")
-    return Inbound(address=address, contact_id=result.contact_id, keyword=keyword)
+    return Inbound(
+        address=address,
+        contact_id=result.contact_id,
+        keyword=keyword,
+        inbound_id=result.inbound_id,
+        route=result.route,
+    )
 
 
 async def handle_status(

@@ -5,6 +5,11 @@ customer's menu conversation) -> the customer's running menu conversation -> a m
 keyword -> the fallback auto-reply. The webhook answers the provider first; routing runs
 right after, one message at a time per customer, so a customer's messages reach their
 conversation in the order they arrived here.
+
+A message is marked routed in the store once it has reached Temporal. One left unrouted
+(Temporal was down past the retries, or the process stopped) is routed again by a provider's
+retry of the webhook or by the sweep (``sweep_forever``), so an accepted message is never
+left unanswered.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.policy import Keyword
+from activities.policy import Keyword, opt_keyword
 from integrations.channels import ChannelName
 from settings import Settings
 from store.repo import Store
@@ -45,13 +50,21 @@ class RoutedMessage:
     contact_id: int
     message: MenuMessage
     keyword: Keyword | None = None
+    inbound_id: int | None = None
+    """The stored inbound message, marked routed once this is done."""
 
 
 class MenuRouter:
     def __init__(
-        self, settings: Settings, store: Store, temporal: Callable[[], Awaitable[Client]]
+        self,
+        settings: Settings,
+        store: Store,
+        temporal: Callable[[], Awaitable[Client]],
+        *,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
     ) -> None:
         self.settings = settings
+        self.retry_delays = retry_delays
         self.store = store
         self._temporal = temporal
         self._menus: list[MenuDefinition] = []
@@ -60,6 +73,7 @@ class MenuRouter:
         self._loading = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: dict[str, int] = {}
+        self._in_flight: set[int] = set()
 
     def invalidate(self) -> None:
         """A menu was saved or deleted here: read the menus again on the next message."""
@@ -84,27 +98,41 @@ class MenuRouter:
         """Route after the customer's earlier messages; returns at once."""
         key = workflow_id_for(routed.channel.value, routed.address)
         previous = self._tails.get(key)
+        if routed.inbound_id is not None:
+            self._in_flight.add(routed.inbound_id)
         task = asyncio.create_task(self._after(previous, routed))
         self._tails[key] = task
-        task.add_done_callback(lambda done: self._forget(key, done))
+        task.add_done_callback(lambda done: self._forget(key, done, routed.inbound_id))
         return task
 
-    def _forget(self, key: str, task: asyncio.Task[str]) -> None:
+    def _forget(self, key: str, task: asyncio.Task[str], inbound_id: int | None) -> None:
         if self._tails.get(key) is task:
             del self._tails[key]
+        self._in_flight.discard(inbound_id or 0)
 
     async def _after(self, previous: asyncio.Task[str] | None, routed: RoutedMessage) -> str:
         if previous is not None:
             await asyncio.wait([previous])
-        for delay in (*RETRY_DELAYS, None):
+        outcome = await self._route_with_retries(routed)
+        if outcome != "failed" and routed.inbound_id is not None:
+            try:
+                await asyncio.to_thread(self.store.mark_routed, routed.inbound_id)
+            except Exception:  # the sweep routes it again; the conversation drops the repeat
+                log.exception("routed %s but could not record it", routed.inbound_id)
+        return outcome
+
+    async def _route_with_retries(self, routed: RoutedMessage) -> str:
+        for delay in (*self.retry_delays, None):
             try:
                 return await self.route(routed)
             except Exception as error:
                 if delay is None or not _transient(error):
-                    log.exception(
-                        "routing %s from %s failed; the message is stored but unanswered",
+                    log.error(
+                        "routing %s from %s failed (%s); it is stored and will be routed again",
                         routed.message.provider_message_id,
                         routed.address,
+                        error,
+                        exc_info=not _transient(error),
                     )
                     return "failed"
                 log.warning(
@@ -112,6 +140,39 @@ class MenuRouter:
                 )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    async def sweep(self) -> int:
+        """Route again the messages left unrouted (oldest first); how many were taken."""
+        menus = self.settings.menus
+        taken = await asyncio.to_thread(self.store.take_unrouted, max_age=menus.routing_max_age)
+        for row in taken:
+            if row.inbound_id in self._in_flight:
+                continue  # still queued behind the customer's earlier messages here
+            keyword = opt_keyword(row.body) if row.kind == "text" else None
+            self.submit(
+                RoutedMessage(
+                    channel=ChannelName(row.route_channel),
+                    address=row.address,
+                    contact_id=row.contact_id or 0,
+                    message=MenuMessage(
+                        row.provider_message_id, row.body, row.reply_id, row.received_at
+                    ),
+                    keyword=keyword,
+                    inbound_id=row.inbound_id,
+                )
+            )
+        return len(taken)
+
+    async def sweep_forever(self) -> None:
+        """The HTTP service's background sweep, every ``NUDGE_MENUS__ROUTING_RETRY_INTERVAL``."""
+        interval = self.settings.menus.routing_retry_interval.total_seconds()
+        while True:
+            try:
+                if taken := await self.sweep():
+                    log.info("routing again %d messages left unrouted", taken)
+            except Exception:
+                log.exception("the sweep for unrouted messages failed; it runs again")
+            await asyncio.sleep(interval)
 
     async def drain(self) -> None:
         """Wait for every message routed so far (tests and shutdown)."""

@@ -76,8 +76,9 @@ async def inbound(request: Request, settings: SettingsDep, store: StoreDep) -> R
             kind=kind,
             reply_id=reply_id,
             name=form.get("ProfileName") or None,
+            route_channel=ChannelName.whatsapp_twilio.value if channel == "whatsapp" else None,
         )
-        if found is not None and channel == "whatsapp":
+        if found is not None and found.route:
             router.submit(
                 RoutedMessage(
                     channel=ChannelName.whatsapp_twilio,
@@ -85,6 +86,7 @@ async def inbound(request: Request, settings: SettingsDep, store: StoreDep) -> R
                     contact_id=found.contact_id,
                     message=MenuMessage(sid, text, reply_id, received_at),
                     keyword=found.keyword,
+                    inbound_id=found.inbound_id,
                 )
             )
     return Response(EMPTY_TWIML, media_type="text/xml")

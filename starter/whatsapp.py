@@ -58,8 +58,9 @@ async def deliveries(
                 kind=message.type,
                 reply_id=message.reply_id,
                 name=message.profile_name,
+                route_channel=ChannelName.whatsapp.value,
             )
-            if inbound is None:
+            if inbound is None or not inbound.route:
                 continue
             router.submit(
                 RoutedMessage(
@@ -70,6 +71,7 @@ async def deliveries(
                         message.id, message.text, message.reply_id, message.timestamp
                     ),
                     keyword=inbound.keyword,
+                    inbound_id=inbound.inbound_id,
                 )
             )
     for update in batch.statuses:

@@ -18,7 +18,6 @@ from store.models import (
     ContactChannel,
     DeliveryEvent,
     DeviceToken,
-    InboundMessage,
     OutboxMessage,
     Suppression,
 )
@@ -48,12 +47,6 @@ class SuppressionRow:
     reason: str
     source: str
     created_at: datetime
-
-
-@dataclass(frozen=True)
-class InboundResult:
-    new: bool
-    contact_id: int
 
 
 @dataclass(frozen=True)
@@ -120,70 +113,6 @@ class DeliveryStore:
             query = query.where(Suppression.address == address)
         with self.sessions() as session:
             return [_suppression(row) for row in session.scalars(query)]
-
-    # --- inbound ----------------------------------------------------------------------
-
-    def record_inbound(
-        self,
-        channel: str,
-        provider_message_id: str,
-        address: str,
-        *,
-        body: str,
-        received_at: datetime,
-        kind: str = "text",
-        reply_id: str | None = None,
-        name: str | None = None,
-    ) -> InboundResult:
-        """Keep the message once, find or create its contact, move the window forward."""
-        contact_id = self._touch_channel(channel, address, received_at, name)
-        try:
-            with self.sessions.begin() as session:
-                session.add(
-                    InboundMessage(
-                        channel=channel,
-                        provider_message_id=provider_message_id,
-                        contact_id=contact_id,
-                        address=address,
-                        body=body,
-                        kind=kind,
-                        reply_id=reply_id,
-                        received_at=received_at,
-                    )
-                )
-            return InboundResult(new=True, contact_id=contact_id)
-        except IntegrityError:
-            return InboundResult(new=False, contact_id=contact_id)
-
-    def last_inbound(self, channel: str, address: str) -> datetime | None:
-        with self.sessions() as session:
-            return session.scalar(
-                select(ContactChannel.last_inbound_at).where(
-                    ContactChannel.channel == channel, ContactChannel.address == address
-                )
-            )
-
-    def contact_for(self, channel: str, address: str) -> int:
-        return self._touch_channel(channel, address, None, None)
-
-    def _touch_channel(
-        self, channel: str, address: str, received_at: datetime | None, name: str | None
-    ) -> int:
-        """Find or create the contact (and move its window forward). Two first messages from
-        a new number may race to create the contact: the loser retries and finds the winner's."""
-        for attempt in range(3):
-            try:
-                with self.sessions.begin() as session:
-                    link = _channel_link(session, channel, address, name=name)
-                    if received_at is not None and (
-                        link.last_inbound_at is None or link.last_inbound_at < received_at
-                    ):
-                        link.last_inbound_at = received_at
-                    return link.contact_id
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
 
     def contact_timezone(self, contact_id: int) -> str | None:
         with self.sessions() as session:
@@ -263,10 +192,6 @@ class DeliveryStore:
             session.delete(row)
             return True
 
-    def count_inbound(self) -> int:
-        with self.sessions() as session:
-            return int(session.scalar(select(func.count(InboundMessage.id))) or 0)
-
 
 def _suppression(row: Suppression) -> SuppressionRow:
     return SuppressionRow(
@@ -277,29 +202,6 @@ def _suppression(row: Suppression) -> SuppressionRow:
         source=row.source,
         created_at=row.created_at,
     )
-
-
-def _channel_link(
-    session: Session, channel: str, address: str, *, name: str | None = None
-) -> ContactChannel:
-    link = session.scalar(
-        select(ContactChannel).where(
-            ContactChannel.channel == channel, ContactChannel.address == address
-        )
-    )
-    if link is not None:
-        return link
-    contact = Contact(source=channel, external_id=address, name=name)
-    if "@" in address:
-        contact.email = address
-    else:
-        contact.phone = address
-    session.add(contact)
-    session.flush()
-    link = ContactChannel(contact_id=contact.id, channel=channel, address=address)
-    session.add(link)
-    session.flush()
-    return link
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -169,6 +179,7 @@ class InboundMessage(Base):
     __tablename__ = "inbound_messages"
     __table_args__ = (
         UniqueConstraint("channel", "provider_message_id", name="uq_inbound_provider_id"),
+        Index("ix_inbound_unrouted", "routed_at", "route_channel", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -182,6 +193,15 @@ class InboundMessage(Base):
     kind: Mapped[str] = mapped_column(String(40), default="text")
     reply_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    route_channel: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """The conversation channel this message is routed to (``whatsapp``, ``whatsapp_twilio``);
+    None for messages no conversation takes (SMS)."""
+    routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """Set once the message reached its conversation (or was answered by the fallback)."""
+    route_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """When a process last took the routing on: a lease, so one message is routed by one
+    process at a time, and taken again once the lease runs out unrouted."""
+    route_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class DeliveryEvent(Base):

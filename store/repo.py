@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store.db import make_engine, make_sessionmaker
 from store.delivery import ContactStore, DeliveryStore
+from store.inbound import InboundStore
 from store.menus import MenuStore
 from store.models import ApiToken, Contact, FollowUp, OutboxMessage, utcnow
 
@@ -134,7 +135,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class Store(DeliveryStore, ContactStore, MenuStore):
+class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)

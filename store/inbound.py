@@ -1,0 +1,302 @@
+"""Store operations for inbound messages: keep each once, and route each exactly once.
+
+A mixin of ``Store``. A message a provider delivered is ours from the moment the webhook
+answers 2xx: it must reach its conversation even if the process that took it dies or Temporal
+is down for a while. So the row says which conversation channel it is for and whether it has
+been routed; a process routes it only under a lease (``route_claimed_at``), and whatever is
+left unrouted when the lease runs out is taken again, by a provider's retry or by the sweep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+
+from sqlalchemy import Insert, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.models import Contact, ContactChannel, InboundMessage, Suppression, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+ROUTE_LEASE = timedelta(minutes=2)
+"""Longer than a router's own retries (about 25 s): a message is never routed by two
+processes at once, and one whose routing failed is taken again after this long."""
+MAX_ROUTE_ATTEMPTS = 10
+"""A message whose routing keeps failing is given up on (and logged), not retried forever."""
+OptChange = Literal["out", "in"]
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    new: bool
+    """False for a provider's retry of a message already stored."""
+    contact_id: int
+    inbound_id: int
+    route: bool
+    """True when this caller holds the routing lease and must route the message now."""
+
+
+@dataclass(frozen=True)
+class UnroutedMessage:
+    inbound_id: int
+    route_channel: str
+    channel: str
+    provider_message_id: str
+    address: str
+    contact_id: int | None
+    body: str
+    kind: str
+    reply_id: str | None
+    received_at: datetime
+
+
+class InboundStore:
+    sessions: sessionmaker[Session]
+
+    def record_inbound(
+        self,
+        channel: str,
+        provider_message_id: str,
+        address: str,
+        *,
+        body: str,
+        received_at: datetime,
+        kind: str = "text",
+        reply_id: str | None = None,
+        name: str | None = None,
+        route_channel: str | None = None,
+        opt: OptChange | None = None,
+    ) -> InboundResult:
+        """Keep the message once, find or create its contact, move the WhatsApp window
+        forward and apply an opt-out (``opt="out"``) or opt-in, all in one transaction: a
+        STOP is never stored without its suppression. With ``route_channel`` the caller gets
+        the routing lease of a new message, or of a retried one left unrouted."""
+        for attempt in range(3):
+            try:
+                with self.sessions.begin() as session:
+                    return self._record(
+                        session,
+                        channel,
+                        provider_message_id,
+                        address,
+                        body=body,
+                        received_at=received_at,
+                        kind=kind,
+                        reply_id=reply_id,
+                        name=name,
+                        route_channel=route_channel,
+                        opt=opt,
+                    )
+            except IntegrityError:
+                # Two first messages from a new number raced to create its contact: the
+                # loser goes again and finds the winner's.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _record(
+        self,
+        session: Session,
+        channel: str,
+        provider_message_id: str,
+        address: str,
+        *,
+        body: str,
+        received_at: datetime,
+        kind: str,
+        reply_id: str | None,
+        name: str | None,
+        route_channel: str | None,
+        opt: OptChange | None,
+    ) -> InboundResult:
+        link = _channel_link(session, channel, address, name=name)
+        now = utcnow()
+        values = {
+            "channel": channel,
+            "provider_message_id": provider_message_id,
+            "contact_id": link.contact_id,
+            "address": address,
+            "body": body,
+            "kind": kind,
+            "reply_id": reply_id,
+            "received_at": received_at,
+            "route_channel": route_channel,
+            "route_claimed_at": now if route_channel else None,
+            "route_attempts": 1 if route_channel else 0,
+        }
+        inserted = session.scalar(
+            _insert_new(session).values(**values).returning(InboundMessage.id)
+        )
+        if inserted is None:  # a provider's retry: route it only if nobody has, or is
+            existing = session.scalar(
+                select(InboundMessage.id).where(
+                    InboundMessage.channel == channel,
+                    InboundMessage.provider_message_id == provider_message_id,
+                )
+            )
+            assert existing is not None
+            return InboundResult(
+                new=False,
+                contact_id=link.contact_id,
+                inbound_id=existing,
+                route=_take_lease(session, existing, now),
+            )
+        if link.last_inbound_at is None or link.last_inbound_at < received_at:
+            link.last_inbound_at = received_at
+        if opt is not None:
+            _apply_opt(session, channel, address, opt, body)
+        return InboundResult(
+            new=True, contact_id=link.contact_id, inbound_id=inserted, route=bool(route_channel)
+        )
+
+    def mark_routed(self, inbound_id: int) -> None:
+        with self.sessions.begin() as session:
+            session.execute(
+                update(InboundMessage)
+                .where(InboundMessage.id == inbound_id)
+                .values(routed_at=utcnow(), route_claimed_at=None)
+            )
+
+    def take_unrouted(self, *, max_age: timedelta, limit: int = 100) -> list[UnroutedMessage]:
+        """Lease messages left unrouted (their router died or gave up), oldest first; only
+        those received within ``max_age`` (an answer a day late is no answer)."""
+        now = utcnow()
+        with self.sessions.begin() as session:
+            candidates = list(
+                session.scalars(
+                    select(InboundMessage)
+                    .where(
+                        InboundMessage.routed_at.is_(None),
+                        InboundMessage.route_channel.is_not(None),
+                        InboundMessage.received_at >= now - max_age,
+                        InboundMessage.route_attempts < MAX_ROUTE_ATTEMPTS,
+                        or_(
+                            InboundMessage.route_claimed_at.is_(None),
+                            InboundMessage.route_claimed_at < now - ROUTE_LEASE,
+                        ),
+                    )
+                    .order_by(InboundMessage.received_at, InboundMessage.id)
+                    .limit(limit)
+                )
+            )
+            taken = [row for row in candidates if _take_lease(session, row.id, now)]
+            return [
+                UnroutedMessage(
+                    inbound_id=row.id,
+                    route_channel=row.route_channel or "",
+                    channel=row.channel,
+                    provider_message_id=row.provider_message_id,
+                    address=row.address,
+                    contact_id=row.contact_id,
+                    body=row.body,
+                    kind=row.kind,
+                    reply_id=row.reply_id,
+                    received_at=row.received_at,
+                )
+                for row in taken
+            ]
+
+    def last_inbound(self, channel: str, address: str) -> datetime | None:
+        with self.sessions() as session:
+            return session.scalar(
+                select(ContactChannel.last_inbound_at).where(
+                    ContactChannel.channel == channel, ContactChannel.address == address
+                )
+            )
+
+    def contact_for(self, channel: str, address: str) -> int:
+        """The contact known by this address, created when new."""
+        for attempt in range(3):
+            try:
+                with self.sessions.begin() as session:
+                    return _channel_link(session, channel, address).contact_id
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def count_inbound(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count(InboundMessage.id))) or 0)
+
+
+def _insert_new(session: Session) -> Insert:
+    """INSERT that skips a message already stored (same channel and provider id)."""
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    statement: Insert = module.insert(InboundMessage).on_conflict_do_nothing(
+        index_elements=["channel", "provider_message_id"]
+    )
+    return statement
+
+
+def _take_lease(session: Session, inbound_id: int, now: datetime) -> bool:
+    """One conditional UPDATE: of two processes asking at once, one gets the lease."""
+    result = session.execute(
+        update(InboundMessage)
+        .where(
+            InboundMessage.id == inbound_id,
+            InboundMessage.routed_at.is_(None),
+            InboundMessage.route_channel.is_not(None),
+            InboundMessage.route_attempts < MAX_ROUTE_ATTEMPTS,
+            or_(
+                InboundMessage.route_claimed_at.is_(None),
+                InboundMessage.route_claimed_at < now - ROUTE_LEASE,
+            ),
+        )
+        .values(route_claimed_at=now, route_attempts=InboundMessage.route_attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _apply_opt(session: Session, channel: str, address: str, opt: OptChange, body: str) -> None:
+    existing = session.scalar(
+        select(Suppression).where(
+            Suppression.channel == channel,
+            Suppression.address == address,
+            Suppression.scope == "all",
+        )
+    )
+    if opt == "in":
+        if existing is not None:
+            session.delete(existing)
+        return
+    if existing is None:
+        session.add(
+            Suppression(
+                channel=channel,
+                address=address,
+                scope="all",
+                reason=f"replied {body.strip()!r}",
+                source="keyword",
+            )
+        )
+
+
+def _channel_link(
+    session: Session, channel: str, address: str, *, name: str | None = None
+) -> ContactChannel:
+    link = session.scalar(
+        select(ContactChannel).where(
+            ContactChannel.channel == channel, ContactChannel.address == address
+        )
+    )
+    if link is not None:
+        return link
+    contact = Contact(source=channel, external_id=address, name=name)
+    if "@" in address:
+        contact.email = address
+    else:
+        contact.phone = address
+    session.add(contact)
+    session.flush()
+    link = ContactChannel(contact_id=contact.id, channel=channel, address=address)
+    session.add(link)
+    session.flush()
+    return link
