@@ -72,10 +72,13 @@ def _wall_clock(day: date, at: time, tz: ZoneInfo) -> datetime:
 def frequency_until(
     sent: list[datetime], now: datetime, cap: int, window: timedelta
 ) -> datetime | None:
-    """When the next marketing message fits under the cap, or None if it fits now."""
+    """When the next marketing message fits under the cap, or None if it fits now.
+
+    A time after ``now`` counts too: a concurrent send may have claimed its place a moment
+    after this one's clock was read (``now`` is when the attempt started)."""
     if cap <= 0:
         return None
-    recent = sorted(t for t in sent if now - window < t <= now)
+    recent = sorted(t for t in sent if now - window < t)
     if len(recent) < cap:
         return None
     return recent[-cap] + window

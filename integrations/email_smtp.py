@@ -14,11 +14,14 @@ relay that silently dropped an idle one. What to watch out for:
   refused as ``Rejected`` rather than half supported.
 - A dropped connection or a timeout once the ``DATA`` command has started may still have
   delivered the message: such failures are ``RetryLater(maybe_delivered=True)``.
+- Marketing mail carries its unsubscribe link twice: in the one-click headers, which only
+  some clients show, and as a visible line at the end of the text and HTML parts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import ssl
 from datetime import UTC, datetime
@@ -33,6 +36,8 @@ from integrations.errors import ProviderError, Rejected, RetryLater
 from settings import SmtpSettings
 
 PROVIDER = "smtp"
+UNSUBSCRIBE_LINE = "Unsubscribe from these e-mails"
+"""The visible unsubscribe line of marketing mail (text and HTML parts)."""
 
 _POLICY = SMTP_POLICY.clone(max_line_length=998, cte_type="7bit")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -129,14 +134,39 @@ class SmtpChannel:
         mail["Subject"] = " ".join(message.subject.split())
         mail["Date"] = format_datetime(datetime.now(UTC))
         mail["Message-ID"] = message_id
-        if message.message_class == MessageClass.marketing and message.unsubscribe_url:
+        text, markup = message.text, message.html
+        url = message.unsubscribe_url
+        if message.message_class == MessageClass.marketing and url:
             # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" to the URL.
-            mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+            mail["List-Unsubscribe"] = f"<{url}>"
             mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        mail.set_content(message.text)
-        if message.html:
-            mail.add_alternative(message.html, subtype="html")
+            text = _unsubscribe_text(text, url)
+            if markup:
+                markup = _before_body_end(markup, _unsubscribe_html(url))
+        mail.set_content(text)
+        if markup:
+            mail.add_alternative(markup, subtype="html")
         return mail
+
+
+def _unsubscribe_text(text: str, url: str) -> str:
+    footer = f"--\n{UNSUBSCRIBE_LINE}: {url}\n"
+    return f"{text.rstrip()}\n\n{footer}" if text.strip() else footer
+
+
+def _unsubscribe_html(url: str) -> str:
+    return (
+        '<p style="font-size:12px;color:#666666">'
+        f'<a href="{html.escape(url)}">{UNSUBSCRIBE_LINE}</a></p>'
+    )
+
+
+def _before_body_end(markup: str, addition: str) -> str:
+    """``addition`` just before ``</body>`` when the HTML has one, else at its end."""
+    end = markup.lower().rfind("</body>")
+    if end < 0:
+        return f"{markup}\n{addition}"
+    return f"{markup[:end]}{addition}{markup[end:]}"
 
 
 def _refusal(exc: aiosmtplib.SMTPResponseException) -> ProviderError:

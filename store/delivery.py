@@ -5,11 +5,12 @@ A mixin of ``Store`` (one object is injected everywhere); kept apart so each fil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +38,34 @@ STATUS_RANK = {
 }
 """Statuses arrive out of order and may skip ``delivered``: the outbox keeps the furthest."""
 COUNTED_AS_SENT = ("sent", "delivered", "read", "sandboxed", "unknown")
+CLAIMED_UNSENT = ("pending", "sending")
+"""Claimed but not sent yet: these count against the frequency cap too (from when they were
+claimed), or two sends racing for the last place under the cap would both take it."""
+OUTSIDE_WINDOW_CODES = frozenset({"63016", "131047"})
+"""Twilio 63016 and WhatsApp Cloud 131047: free-form text outside the 24-hour window (the
+customer has to write first, or a template be sent). Often reported on a ``failed`` status."""
+
+
+@dataclass(frozen=True)
+class FrequencyCap:
+    """The frequency cap as the outbox claim applies it, inside the claim's transaction.
+
+    ``until`` is the policy's rule (``activities.policy.frequency_until`` with its settings):
+    given the times of the contact's marketing messages since ``since``, when the next one
+    fits, None meaning now.
+    """
+
+    contact_id: int
+    since: datetime
+    until: Callable[[list[datetime]], datetime | None]
+
+
+class FrequencyCapped(Exception):
+    """The claim was refused: the contact has had their marketing messages for now."""
+
+    def __init__(self, not_before: datetime) -> None:
+        super().__init__(f"frequency cap: not before {not_before.isoformat()}")
+        self.not_before = not_before
 
 
 @dataclass(frozen=True)
@@ -120,20 +149,14 @@ class DeliveryStore:
 
     # --- frequency cap ----------------------------------------------------------------
 
-    def marketing_sent_since(self, contact_id: int, since: datetime) -> list[datetime]:
-        """Send times of the contact's marketing messages since ``since``, on any channel."""
+    def marketing_sent_since(
+        self, contact_id: int, since: datetime, *, excluding: str | None = None
+    ) -> list[datetime]:
+        """Times of the contact's marketing messages since ``since``, on any channel: sent
+        ones by when they were sent, claimed ones not sent yet by when they were claimed.
+        ``excluding`` leaves out one idempotency key (the message being decided)."""
         with self.sessions() as session:
-            rows = session.scalars(
-                select(OutboxMessage.sent_at)
-                .where(
-                    OutboxMessage.contact_id == contact_id,
-                    OutboxMessage.message_class == "marketing",
-                    OutboxMessage.status.in_(COUNTED_AS_SENT),
-                    OutboxMessage.sent_at >= since,
-                )
-                .order_by(OutboxMessage.sent_at)
-            )
-            return [row for row in rows if row is not None]
+            return marketing_times(session, contact_id, since, excluding=excluding)
 
     # --- delivery statuses ------------------------------------------------------------
 
@@ -165,22 +188,45 @@ class DeliveryStore:
                 .where(OutboxMessage.provider_message_id == provider_message_id)
                 .with_for_update()
             )
-            if row is None:
+            if row is None:  # not marked sent yet: ``apply_stored_status`` will find it
                 return StatusResult(
                     new=True, advanced=False, idempotency_key=None, workflow_id=None
                 )
-            advanced = STATUS_RANK.get(status, 0) > STATUS_RANK.get(row.status, 0)
-            if advanced:
-                row.status = status
-                row.status_at = occurred_at
-                if error_code:
-                    row.error = f"provider error {error_code}"
             return StatusResult(
                 new=True,
-                advanced=advanced,
+                advanced=_advance(row, status, occurred_at, error_code),
                 idempotency_key=row.idempotency_key,
                 workflow_id=row.workflow_id,
             )
+
+    def apply_stored_status(self, provider_message_id: str) -> bool:
+        """Apply the furthest status already stored for a message that has only now been
+        marked sent with its provider id (a status webhook can beat ``mark_outbox``); True
+        when the row moved.
+
+        Run after the provider id is committed: ``record_status`` commits its event before
+        it looks for the row, so whichever of the two looks second sees the other's write
+        and no status is left unapplied.
+        """
+        with self.sessions.begin() as session:
+            events = list(
+                session.scalars(
+                    select(DeliveryEvent).where(
+                        DeliveryEvent.provider_message_id == provider_message_id
+                    )
+                )
+            )
+            if not events:
+                return False
+            row = session.scalar(
+                select(OutboxMessage)
+                .where(OutboxMessage.provider_message_id == provider_message_id)
+                .with_for_update()
+            )
+            if row is None:
+                return False
+            furthest = max(events, key=lambda e: (STATUS_RANK.get(e.status, 0), e.occurred_at))
+            return _advance(row, furthest.status, furthest.occurred_at, furthest.error_code)
 
     # --- devices ----------------------------------------------------------------------
 
@@ -191,6 +237,56 @@ class DeliveryStore:
                 return False
             session.delete(row)
             return True
+
+
+def _advance(
+    row: OutboxMessage, status: str, occurred_at: datetime, error_code: str | None
+) -> bool:
+    """Move the row to ``status`` if that is further than where it is (``STATUS_RANK``)."""
+    if STATUS_RANK.get(status, 0) <= STATUS_RANK.get(row.status, 0):
+        return False
+    row.status = status
+    row.status_at = occurred_at
+    if error_code:
+        row.error = status_error(error_code)
+    return True
+
+
+def status_error(error_code: str) -> str:
+    """The outbox error for a provider's status error code; outside the WhatsApp window is
+    named as the send path names it, so an operator filters both the same way."""
+    if error_code in OUTSIDE_WINDOW_CODES:
+        return f"outside_whatsapp_window: provider error {error_code}"
+    return f"provider error {error_code}"
+
+
+def lock_contact(session: Session, contact_id: int) -> None:
+    """Serialise this transaction with every other one that locks the same contact, so what
+    it counts cannot change before it commits: the contact's row ``FOR UPDATE`` on
+    PostgreSQL; on SQLite, which has one writer at a time, the write lock taken at once
+    (``BEGIN IMMEDIATE``) rather than at the first write, after the count. Must be the
+    transaction's first statement."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("BEGIN IMMEDIATE"))
+    else:
+        session.execute(select(Contact.id).where(Contact.id == contact_id).with_for_update())
+
+
+def marketing_times(
+    session: Session, contact_id: int, since: datetime, *, excluding: str | None = None
+) -> list[datetime]:
+    """See ``DeliveryStore.marketing_sent_since``. A row whose send is unknown (the worker
+    stopped mid-call) may have reached the customer: it counts from its claim."""
+    at = func.coalesce(OutboxMessage.sent_at, OutboxMessage.created_at)
+    query = select(at).where(
+        OutboxMessage.contact_id == contact_id,
+        OutboxMessage.message_class == "marketing",
+        OutboxMessage.status.in_(COUNTED_AS_SENT + CLAIMED_UNSENT),
+        at >= since,
+    )
+    if excluding is not None:
+        query = query.where(OutboxMessage.idempotency_key != excluding)
+    return sorted(session.scalars(query.order_by(at)))
 
 
 def _suppression(row: Suppression) -> SuppressionRow:

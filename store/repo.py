@@ -18,7 +18,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.db import make_engine, make_sessionmaker
-from store.delivery import ContactStore, DeliveryStore
+from store.delivery import (
+    ContactStore,
+    DeliveryStore,
+    FrequencyCap,
+    FrequencyCapped,
+    lock_contact,
+    marketing_times,
+)
 from store.inbound import InboundStore
 from store.menus import MenuStore
 from store.models import ApiToken, Contact, FollowUp, OutboxMessage, utcnow
@@ -195,14 +202,34 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
         body: str,
         message_class: str,
         contact_id: int | None = None,
+        cap: FrequencyCap | None = None,
     ) -> OutboxRow:
         """Insert the row as ``pending`` unless it exists; either way return it as stored.
 
         The unique key makes this the single decision point: a retried or replayed send finds
         the row of its first attempt and acts on its status instead of sending again.
+
+        With ``cap`` (marketing to a known contact) the contact's other marketing messages
+        are counted and the row claimed in one transaction that holds the contact's lock,
+        so concurrent sends cannot all take the last place under the cap; a refused claim
+        raises ``FrequencyCapped`` with the time to ask again. A row already past
+        ``pending`` is returned as it is, uncounted.
         """
         try:  # the usual case is a new key: insert first, look only when it exists
             with self.sessions.begin() as session:
+                if cap is not None:
+                    lock_contact(session, cap.contact_id)
+                    claimed = session.scalar(
+                        select(OutboxMessage).where(OutboxMessage.idempotency_key == key)
+                    )
+                    if claimed is not None and claimed.status != OutboxStatus.pending:
+                        return OutboxRow.of(claimed)
+                    times = marketing_times(session, cap.contact_id, cap.since, excluding=key)
+                    not_before = cap.until(times)
+                    if not_before is not None:
+                        raise FrequencyCapped(not_before)
+                    if claimed is not None:
+                        return OutboxRow.of(claimed)
                 row = OutboxMessage(
                     idempotency_key=key,
                     workflow_id=workflow_id,
@@ -235,6 +262,46 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
         provider_message_id: str | None = None,
         error: str | None = None,
     ) -> OutboxRow:
+        """Set the row's status whatever it was. Marked ``sent`` with the provider's id, the
+        row also takes the furthest status the provider reported before it had that id."""
+        row = self._update_outbox(key, status, provider_message_id=provider_message_id, error=error)
+        if row is None:
+            raise KeyError(key)
+        if (
+            status == OutboxStatus.sent
+            and provider_message_id is not None
+            and self.apply_stored_status(provider_message_id)
+        ):
+            row = self.get_outbox(key)
+            assert row is not None
+        return row
+
+    def take_outbox(
+        self,
+        key: str,
+        status: OutboxStatus,
+        *,
+        expected: OutboxStatus = OutboxStatus.pending,
+        error: str | None = None,
+    ) -> OutboxRow | None:
+        """Compare-and-set: move the row from ``expected`` to ``status`` only if it is still
+        ``expected``; the row as updated, or None when another attempt moved it first.
+
+        Two attempts of one send can run at once (Temporal starts a second when the first
+        looks dead, and the first may still be alive): only the one that takes the row from
+        ``pending`` to ``sending`` may call the provider.
+        """
+        return self._update_outbox(key, status, error=error, expected=expected)
+
+    def _update_outbox(
+        self,
+        key: str,
+        status: OutboxStatus,
+        *,
+        provider_message_id: str | None = None,
+        error: str | None = None,
+        expected: OutboxStatus | None = None,
+    ) -> OutboxRow | None:
         # One UPDATE ... RETURNING: atomic without a row lock round trip, and cheap on the
         # send path, which marks every message twice.
         values: dict[str, Any] = {"status": status}
@@ -246,17 +313,16 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
             values["error"] = error[:4000]
         if status in (OutboxStatus.sent, OutboxStatus.sandboxed):
             values["sent_at"] = func.coalesce(OutboxMessage.sent_at, utcnow())
+        query = update(OutboxMessage).where(OutboxMessage.idempotency_key == key)
+        if expected is not None:
+            query = query.where(OutboxMessage.status == expected)
         with self.sessions.begin() as session:
             row = session.scalar(
-                update(OutboxMessage)
-                .where(OutboxMessage.idempotency_key == key)
-                .values(values)
+                query.values(values)
                 .returning(OutboxMessage)
                 .execution_options(synchronize_session=False)
             )
-            if row is None:
-                raise KeyError(key)
-            return OutboxRow.of(row)
+            return None if row is None else OutboxRow.of(row)
 
     def list_outbox(
         self,

@@ -1,7 +1,9 @@
 """Record workflow histories for the replay test: `python -m tests.record_histories`.
 
 Run it only when a workflow gains a new path worth guarding; never to "fix" a failing replay
-test - that failure means a change needs `workflow.patched`.
+test - that failure means a change needs `workflow.patched`. A prefix starting with
+``send_message`` records ``SendMessage`` runs (an SMS through the fake Twilio, one with a
+``delivered`` status signalled back) instead of follow-ups.
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.delivery import DeliverRequest
+from integrations.channels import ChannelName
+from settings import TwilioSettings
 from store.db import upgrade
 from store.repo import Store
 from tests.conftest import temporal_test_server
+from tests.fakes.server import serve
+from tests.fakes.twilio import FakeTwilio
 from tests.stack import nudge_worker, running_fakes, settings_for, write_seed_config
 from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, workflow_id_for
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+from workflows.send_message import DeliveryStatus, SendMessage
 
 HERE = Path(__file__).with_name("histories")
 TAG = "Needs-Sales-Followup"
@@ -53,6 +61,60 @@ async def main(prefix: str) -> None:
     url = f"sqlite:///{workdir / 'nudge.db'}"
     upgrade(url)
     store = Store.from_url(url)
+    if prefix.startswith("send_message"):
+        await record_send_messages(env, store, url, prefix)
+    else:
+        await record_followups(env, store, url, workdir, prefix)
+    store.close()
+    await env.shutdown()
+
+
+async def record_send_messages(
+    env: WorkflowEnvironment,
+    store: Store,
+    url: str,
+    prefix: str,
+    names: tuple[str, ...] = ("sent", "delivered"),
+) -> None:
+    """An SMS that is sent and hears nothing back, and one whose ``delivered`` status is
+    signalled while the run waits for it."""
+    twilio = FakeTwilio()
+    with running_fakes() as fakes, serve(twilio.app) as twilio_server:
+        settings = settings_for(fakes, url, "record")
+        settings.twilio = TwilioSettings(
+            account_sid=twilio.account_sid,
+            auth_token=twilio.auth_token,
+            sms_from="+15005550006",
+            base_url=twilio_server.url,
+        )
+        async with nudge_worker(env.client, settings, store):
+            for name in names:
+                key = f"record:{name}-{uuid.uuid4().hex[:6]}"
+                request = DeliverRequest(
+                    key, key, ChannelName.sms, "+15551230000", text="Your order has shipped"
+                )
+                handle = await env.client.start_workflow(
+                    SendMessage.run, request, id=key, task_queue="record"
+                )
+                if name == "delivered":
+                    await until_sent(store, key)
+                    await handle.signal(SendMessage.delivery_status, DeliveryStatus(key, name))
+                await handle.result()
+                await save(env.client, handle.id, f"{prefix}_{name}")
+
+
+async def until_sent(store: Store, key: str) -> None:
+    for _ in range(600):
+        row = store.get_outbox(key)
+        if row is not None and row.status == "sent":
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{key} was not sent within a minute")
+
+
+async def record_followups(
+    env: WorkflowEnvironment, store: Store, url: str, workdir: Path, prefix: str
+) -> None:
     with running_fakes() as fakes:
         settings = settings_for(fakes, url, "record", write_seed_config(workdir))
         async with nudge_worker(env.client, settings, store):
@@ -85,8 +147,6 @@ async def main(prefix: str) -> None:
                 except Exception:
                     pass
                 await save(env.client, handle.id, f"{prefix}_{name}")
-    store.close()
-    await env.shutdown()
 
 
 if __name__ == "__main__":

@@ -3,33 +3,44 @@ server, with the real channel clients talking to fake providers over real socket
 
 from __future__ import annotations
 
+import asyncio
+import html
+import re
+import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import pytest
-from temporalio.testing import WorkflowEnvironment
+from temporalio import workflow
+from temporalio.client import WorkflowHandle
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.delivery import DeliverRequest, DeliveryActivities
+from activities.delivery import DeliverRequest, DeliveryActivities, DeliveryOutcome
 from activities.policy import Verdict
 from integrations.channels import Channel, ChannelName, MessageClass, Template
 from integrations.email_smtp import SmtpChannel
 from integrations.twilio_channel import TwilioChannel
 from integrations.whatsapp_cloud import WhatsAppCloudChannel
-from links import read_unsubscribe_token, unsubscribe_url
+from links import read_unsubscribe_token, unsubscribe_token, unsubscribe_url
 from settings import PolicySettings, Settings, SmtpSettings, TwilioSettings, WhatsAppSettings
 from starter.inbound import handle_inbound
-from store.repo import Store
+from store.repo import OutboxStatus, Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
 from tests.fakes.smtp import FakeSmtp
 from tests.fakes.twilio import FakeTwilio
-from workflows.send_message import SendMessage, SendMessageResult
+from workflows.delivery import send
+from workflows.search_attributes import NUDGE_STATUS
+from workflows.send_message import STATUS_WAIT, DeliveryStatus, SendMessage, SendMessageResult
 
 PHONE = "+15551230000"
 KEY = b"test-secret-key"
@@ -45,11 +56,16 @@ class Rig:
     smtp: FakeSmtp
 
     async def send(self, channel: ChannelName, to: str, **fields: Any) -> SendMessageResult:
+        return await (await self.start(channel, to, **fields)).result()
+
+    async def start(
+        self, channel: ChannelName, to: str, **fields: Any
+    ) -> WorkflowHandle[Any, SendMessageResult]:
         key = f"test:{uuid.uuid4().hex}"
         request = DeliverRequest(
             idempotency_key=key, workflow_id=key, channel=channel, to=to, **fields
         )
-        return await self.env.client.execute_workflow(
+        return await self.env.client.start_workflow(
             SendMessage.run, request, id=key, task_queue=self.task_queue
         )
 
@@ -62,6 +78,22 @@ class Rig:
             text=text,
             received_at=datetime.now(UTC),
         )
+
+
+@dataclass
+class LocalSent:
+    outcome: DeliveryOutcome
+    at: datetime
+
+
+@workflow.defn(sandboxed=False)
+class LocalSend:
+    """The send path as a local activity, as replies a customer is waiting for use it."""
+
+    @workflow.run
+    async def run(self, request: DeliverRequest) -> LocalSent:
+        outcome = await send(request, local=True)
+        return LocalSent(outcome, workflow.now())
 
 
 def policy(**changes: Any) -> PolicySettings:
@@ -111,7 +143,10 @@ async def make_rig(
         unsubscribe_url=lambda channel, address: unsubscribe_url(settings, KEY, channel, address),
     )
     async with Worker(
-        env.client, task_queue=task_queue, workflows=[SendMessage], activities=[activities.deliver]
+        env.client,
+        task_queue=task_queue,
+        workflows=[SendMessage, LocalSend],
+        activities=[activities.deliver],
     ):
         yield Rig(env, store, task_queue, graph, twilio, smtp)
     for channel in channels.values():
@@ -196,6 +231,10 @@ async def test_marketing_email_carries_one_click_unsubscribe(
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     token = header.strip("<>").rsplit("/", 1)[1]
     assert read_unsubscribe_token(KEY, token) == ("email", "ann@example.com")
+    plain = mail.get_body(preferencelist=("plain",))
+    assert plain is not None and header.strip("<>") in plain.get_content(), (
+        "the same link is visible in the message"
+    )
     receipt = await rig.send(ChannelName.email, "ann@example.com", subject="Receipt", text="Thanks")
     assert receipt.status == "sent"
     assert rig.smtp.messages[-1]["List-Unsubscribe"] is None, (
@@ -257,6 +296,35 @@ async def test_quiet_hours_hold_marketing_until_the_first_allowed_minute(
         assert held.verdict == Verdict.wait and held.not_before == end_at
 
 
+async def test_a_local_send_waits_out_quiet_hours_by_the_workflow_clock(
+    fresh_time_env: WorkflowEnvironment,
+    store: Store,
+    task_queue: str,
+    fakes: tuple[FakeGraph, FakeTwilio, FakeSmtp, str, str],
+) -> None:
+    """A local activity's info carries the worker's clock, not the server's: on the
+    time-skipping server the worker's clock lags, and the policy must go by the later
+    (the workflow's), or the message would wait for quiet hours that are over."""
+    now = datetime.now(UTC)
+    end_at = (now + timedelta(hours=3)).replace(second=0, microsecond=0)
+    rules = policy(
+        quiet_hours_start=(now - timedelta(hours=1)).strftime("%H:%M"),
+        quiet_hours_end=end_at.strftime("%H:%M"),
+        default_timezone="UTC",
+    )
+    async for rig in make_rig(fresh_time_env, store, task_queue, fakes, rules):
+        key = f"local:{uuid.uuid4().hex}"
+        request = DeliverRequest(
+            key, key, ChannelName.sms, PHONE, text="Sale", message_class=MessageClass.marketing
+        )
+        sent = await rig.env.client.execute_workflow(
+            LocalSend.run, request, id=key, task_queue=task_queue
+        )
+        assert sent.outcome.status == "sent"
+        assert end_at <= sent.at < end_at + timedelta(minutes=5)
+        assert [m["Body"] for m in rig.twilio.messages] == ["Sale"]
+
+
 async def test_frequency_cap_across_workflows(
     fresh_time_env: WorkflowEnvironment,
     store: Store,
@@ -277,6 +345,192 @@ async def test_frequency_cap_across_workflows(
             "waited for the window"
         )
         assert [m["Body"] for m in rig.twilio.messages] == ["Offer 1", "Offer 2", "Offer 3"]
+
+
+# -- a retried send and the policy's clock ---------------------------------------------------
+
+
+async def test_a_marketing_retry_into_quiet_hours_waits_for_their_end(
+    fresh_time_env: WorkflowEnvironment,
+    store: Store,
+    task_queue: str,
+    fakes: tuple[FakeGraph, FakeTwilio, FakeSmtp, str, str],
+) -> None:
+    """The provider is down just before quiet hours begin and asks for ten minutes: the retry
+    runs in quiet hours, so it must hold the message rather than judge by the clock the
+    workflow asked at."""
+    now = datetime.now(UTC)
+    quiet_from = (now + timedelta(minutes=2)).replace(second=0, microsecond=0)
+    quiet_to = quiet_from + timedelta(hours=3)
+    rules = policy(
+        quiet_hours_start=quiet_from.strftime("%H:%M"),
+        quiet_hours_end=quiet_to.strftime("%H:%M"),
+        default_timezone="UTC",
+    )
+    async for rig in make_rig(fresh_time_env, store, task_queue, fakes, rules):
+        rig.twilio.fail_next(503, retry_after="600")
+        result = await rig.send(
+            ChannelName.sms, PHONE, text="Sale", message_class=MessageClass.marketing
+        )
+        assert result.status == "sent"
+        assert result.finished_at is not None and result.finished_at >= quiet_to, (
+            "not sent during quiet hours"
+        )
+        assert result.finished_at < quiet_to + timedelta(minutes=5)
+        assert [m["Body"] for m in rig.twilio.messages] == ["Sale"]
+        [row] = store.list_outbox()
+        assert row.attempts == 2, "one refused call, one send after quiet hours"
+
+
+# -- concurrent attempts and sends -----------------------------------------------------------
+
+
+class ClaimTogether(Store):
+    """The real store, with every attempt held after its claim until all have claimed: the
+    moment where two attempts of one send used to both go on to send."""
+
+    def __init__(self, store: Store, attempts: int) -> None:
+        super().__init__(store.engine)
+        self.barrier = threading.Barrier(attempts, timeout=15)
+
+    def claim_outbox(self, key: str, **fields: Any) -> Any:
+        row = super().claim_outbox(key, **fields)
+        self.barrier.wait()
+        return row
+
+
+def twilio_sms(fakes: tuple[FakeGraph, FakeTwilio, FakeSmtp, str, str]) -> TwilioChannel:
+    twilio, url = fakes[1], fakes[4]
+    settings = TwilioSettings(
+        account_sid=twilio.account_sid,
+        auth_token=twilio.auth_token,
+        sms_from="+15005550006",
+        base_url=url,
+    )
+    return TwilioChannel(settings, channel=ChannelName.sms)
+
+
+async def attempt(activities: DeliveryActivities, request: DeliverRequest) -> DeliveryOutcome:
+    """One activity attempt, as the worker runs it (with an activity context)."""
+    return await ActivityEnvironment().run(activities.deliver, request)
+
+
+@pytest.mark.parametrize("channel", [ChannelName.sms, ChannelName.push])
+async def test_two_live_attempts_of_one_send_send_once(
+    store: Store, fakes: tuple[FakeGraph, FakeTwilio, FakeSmtp, str, str], channel: ChannelName
+) -> None:
+    """Temporal starts a second attempt when the first looks dead, and the first may be
+    alive: only the attempt that takes the row from pending may call the provider."""
+    sms = twilio_sms(fakes)
+    channels: dict[ChannelName, Channel | None] = {ChannelName.sms: sms, ChannelName.push: None}
+    activities = DeliveryActivities(channels, ClaimTogether(store, 2), policy())
+    request = DeliverRequest("race", "race", channel, PHONE, text="Your order shipped")
+    try:
+        outcomes = await asyncio.gather(attempt(activities, request), attempt(activities, request))
+    finally:
+        await sms.aclose()
+    row = store.get_outbox("race")
+    assert row is not None
+    if channel == ChannelName.sms:
+        assert len(fakes[1].messages) == 1, "one SMS"
+        assert row.status == OutboxStatus.sent and row.attempts == 1
+        assert "sent" in {o.status for o in outcomes}
+        assert {o.status for o in outcomes} <= {"sent", "unknown"}, outcomes
+    else:
+        assert row.status == OutboxStatus.sandboxed
+        assert [o.status for o in outcomes] == ["sandboxed", "sandboxed"]
+
+
+async def test_concurrent_marketing_sends_to_one_contact_stay_under_the_cap(
+    store: Store, fakes: tuple[FakeGraph, FakeTwilio, FakeSmtp, str, str]
+) -> None:
+    sms = twilio_sms(fakes)
+    rules = policy(frequency_cap=2, frequency_window=timedelta(hours=24))
+    activities = DeliveryActivities({ChannelName.sms: sms}, store, rules)
+    contact = store.contact_for("sms", PHONE)
+    requests = [
+        DeliverRequest(
+            f"offer-{n}", f"offer-{n}", ChannelName.sms, PHONE, text=f"Offer {n}",
+            message_class=MessageClass.marketing, contact_id=contact,
+        )
+        for n in range(5)
+    ]  # fmt: skip
+    before = datetime.now(UTC)
+    try:
+        outcomes = await asyncio.gather(*(attempt(activities, r) for r in requests))
+    finally:
+        await sms.aclose()
+    assert sorted(o.status for o in outcomes) == ["sent", "sent", "wait", "wait", "wait"]
+    assert len(fakes[1].messages) == 2, "no more than the cap went out"
+    for held in (o for o in outcomes if o.status == "wait"):
+        assert held.reason == "frequency cap"
+        assert held.not_before is not None and held.not_before > before + timedelta(hours=23)
+    assert [row.status for row in store.list_outbox()] == ["sent", "sent"], (
+        "a held message claims no row"
+    )
+
+
+async def test_deliver_heartbeats_while_the_database_is_slow(store: Store, sqlite_url: str) -> None:
+    """Nothing used to heartbeat before the provider call: a claim waiting on a busy database
+    past the 10 s heartbeat timeout made Temporal start a second, concurrent attempt."""
+    activities = DeliveryActivities({ChannelName.push: None}, store, policy())
+    request = DeliverRequest("slow-db", "slow-db", ChannelName.push, "device-1", text="Hi")
+    env = ActivityEnvironment()
+    beats: list[float] = []
+    env.on_heartbeat = lambda *details: beats.append(time.monotonic())
+    locker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    started = time.monotonic()
+    sending = asyncio.ensure_future(env.run(activities.deliver, request))
+    await asyncio.sleep(3.5)
+    released = time.monotonic()
+    locker.execute("COMMIT")
+    locker.close()
+    assert (await sending).status == "sandboxed"
+    assert [beat for beat in beats if started + 1 < beat < released], (
+        "heartbeats while the database kept the activity waiting"
+    )
+
+
+# -- delivery statuses reach SendMessage -----------------------------------------------------
+
+
+async def wait_until_sent(rig: Rig, key: str) -> None:
+    for _ in range(300):
+        row = rig.store.get_outbox(key)
+        if row is not None and row.status == OutboxStatus.sent:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{key} was never sent")
+
+
+async def test_send_message_ends_with_the_delivered_status_it_is_signalled(rig: Rig) -> None:
+    handle = await rig.start(ChannelName.sms, PHONE, text="Your order shipped")
+    await wait_until_sent(rig, handle.id)
+    await handle.signal(SendMessage.delivery_status, DeliveryStatus(handle.id, "sent"))
+    await handle.signal(SendMessage.delivery_status, DeliveryStatus(handle.id, "delivered"))
+    result = await handle.result()
+    assert (result.status, result.statuses) == ("delivered", ["sent", "delivered"])
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(NUDGE_STATUS) == "delivered"
+    assert described.close_time is not None
+    assert described.close_time - described.start_time < STATUS_WAIT, "ended on the status"
+
+
+async def test_send_message_without_a_status_ends_sent_after_the_wait(rig: Rig) -> None:
+    handle = await rig.start(ChannelName.sms, PHONE, text="Your order shipped")
+    result = await handle.result()
+    assert (result.status, result.statuses) == ("sent", [])
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(NUDGE_STATUS) == "sent"
+    assert described.close_time is not None
+    assert described.close_time - described.start_time >= STATUS_WAIT
+    sandboxed = await rig.start(ChannelName.push, "device-token-2", text="Hi")
+    assert (await sandboxed.result()).status == "sandboxed"
+    run = await sandboxed.describe()
+    assert run.close_time is not None and run.close_time - run.start_time < STATUS_WAIT, (
+        "nothing reports on a sandboxed message: no wait"
+    )
 
 
 def test_unsubscribe_page_and_one_click(store: Store, sqlite_url: str) -> None:
@@ -300,3 +554,43 @@ def test_unsubscribe_page_and_one_click(store: Store, sqlite_url: str) -> None:
         assert store.suppression_for("email", "ann@example.com", "marketing") is not None
         assert store.suppression_for("email", "ann@example.com", "transactional") is None
         assert http.get(url[:-3] + "xyz").status_code == 404
+
+
+def test_unsubscribe_page_confirms_with_a_plain_form_post(store: Store, sqlite_url: str) -> None:
+    """A person who follows the link gets a page whose button posts an ordinary HTML form
+    (not RFC 8058's one-click body); submitting it as a browser does opts them out."""
+    from api.app import create_app
+
+    settings = Settings(_env_file=None, database_url=sqlite_url, secret_key="k")
+    with (
+        serve(create_app(settings, store=store)) as server,
+        httpx.Client(base_url=server.url) as http,
+    ):
+        path = unsubscribe_url(settings, b"k", "email", "bob@example.com").replace(
+            settings.public_url.rstrip("/"), ""
+        )
+        page = http.get(path)
+        assert page.status_code == 200 and "bob@example.com" in page.text
+        forms = re.findall(r'<form method="post" action="([^"]*)">(.*?)</form>', page.text, re.S)
+        [(action, inside)] = forms
+        assert '<button type="submit">' in inside
+        target = urljoin(str(page.url), html.unescape(action))
+        assert target == str(page.url), "the form posts back to the link itself"
+        assert store.suppression_for("email", "bob@example.com", "marketing") is None
+
+        submitted = http.post(target, data={})  # what a browser sends: a form, no body fields
+        assert submitted.status_code == 200 and "Unsubscribed" in submitted.text
+        [row] = store.list_suppressions(channel="email", address="bob@example.com")
+        assert (row.scope, row.source, row.reason) == (
+            "marketing",
+            "unsubscribe_link",
+            "unsubscribe link",
+        )
+
+        payload, signature = path.rsplit("/", 1)[1].split(".")
+        other = unsubscribe_token(b"k", "email", "eve@example.com").split(".")[0]
+        for tampered in (f"{other}.{signature}", f"{payload}.{signature[:-2]}AA", "garbage"):
+            for method in ("GET", "POST"):
+                answer = http.request(method, f"/unsubscribe/{tampered}", data={})
+                assert 400 <= answer.status_code < 500, (method, tampered, answer.status_code)
+        assert store.suppression_for("email", "eve@example.com", "marketing") is None

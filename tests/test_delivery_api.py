@@ -4,14 +4,25 @@ on PostgreSQL: filters, validation, normalisation, conflicts and roles."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from api.app import create_app
+from integrations.channels import ChannelName, OutboundMessage
+from integrations.twilio_channel import TwilioChannel
+from settings import Settings, TemporalSettings, TwilioSettings, WhatsAppSettings
 from store.repo import OutboxStatus, Store
 from tests.api_rig import Api
+from tests.fakes.graph import FakeGraph
+from tests.fakes.server import free_port, serve
+from tests.fakes.twilio import FakeTwilio
+
+APP_SECRET = "meta-app-secret-for-tests"
+WHATSAPP_NUMBER = "+15005550006"
 
 
 def outbox(
@@ -435,3 +446,114 @@ def test_no_token_is_401(api: Api) -> None:
             assert response.status_code == 401, (method, path, headers)
             assert response.headers["www-authenticate"] == "Bearer"
     assert api.store.list_suppressions() == []
+
+
+# -- delivery statuses at the webhooks -------------------------------------------------------
+
+
+@pytest.fixture
+def hooks(any_store: Store, any_db_url: str) -> Iterator[tuple[httpx.Client, FakeTwilio, str]]:
+    """The served app with Twilio and WhatsApp webhooks switched on, and a fake Twilio API
+    (its URL third) to send through, so status callbacks name real message sids."""
+    twilio = FakeTwilio()
+    settings = Settings(
+        _env_file=None,
+        database_url=any_db_url,
+        twilio=TwilioSettings(account_sid=twilio.account_sid, auth_token=twilio.auth_token),
+        whatsapp=WhatsAppSettings(app_secret=APP_SECRET),
+        temporal=TemporalSettings(address=f"127.0.0.1:{free_port()}"),
+    )
+    with serve(create_app(settings, store=any_store)) as app, serve(twilio.app) as api:
+        settings.public_url = app.url  # Twilio signs the URL it calls
+        with httpx.Client(base_url=app.url, timeout=15) as client:
+            yield client, twilio, api.url
+
+
+async def _send_whatsapp_via_twilio(twilio: FakeTwilio, api_url: str, to: str) -> str:
+    settings = TwilioSettings(
+        account_sid=twilio.account_sid,
+        auth_token=twilio.auth_token,
+        whatsapp_from=WHATSAPP_NUMBER,
+        base_url=api_url,
+    )
+    async with TwilioChannel(settings, channel=ChannelName.whatsapp_twilio) as channel:
+        message = OutboundMessage(ChannelName.whatsapp_twilio, to, "k", text="Your order")
+        return (await channel.send(message)).provider_message_id
+
+
+def _twilio_status(
+    client: httpx.Client, twilio: FakeTwilio, sid: str, status: str, code: int
+) -> None:
+    params = twilio.status_callback_params(sid, status, error_code=code)
+    signature = twilio.sign(f"{client.base_url}/webhooks/twilio/status", params)
+    response = client.post(
+        "/webhooks/twilio/status", data=params, headers={"X-Twilio-Signature": signature}
+    )
+    assert response.status_code == 204, response.text
+
+
+def _whatsapp_status(client: httpx.Client, wamid: str, status: str, code: int) -> None:
+    graph = FakeGraph()
+    payload = graph.status(
+        wamid, status, "15551230002", error_code=code, error_title="Re-engagement message"
+    )
+    raw, headers = graph.signed(payload, APP_SECRET)
+    response = client.post("/webhooks/whatsapp", content=raw, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+async def test_outside_the_whatsapp_window_is_named_on_failed_statuses(
+    any_store: Store, hooks: tuple[httpx.Client, FakeTwilio, str]
+) -> None:
+    """Twilio's 63016 and Meta's 131047 arrive on a ``failed`` status: the outbox says why
+    as the send path does (``outside_whatsapp_window``), and any other code stays as it was."""
+    client, twilio, api_url = hooks
+    sid = await _send_whatsapp_via_twilio(twilio, api_url, "+15551230002")
+    via_twilio = outbox(any_store, "whatsapp_twilio", "+15551230002", "marketing", None)
+    any_store.mark_outbox(via_twilio, OutboxStatus.sent, provider_message_id=sid)
+    _twilio_status(client, twilio, sid, "failed", 63016)
+
+    wamid = FakeGraph.new_wamid()
+    via_meta = outbox(any_store, "whatsapp", "+15551230002", "marketing", None)
+    any_store.mark_outbox(via_meta, OutboxStatus.sent, provider_message_id=wamid)
+    _whatsapp_status(client, wamid, "failed", 131047)
+
+    other = FakeGraph.new_wamid()
+    unrelated = outbox(any_store, "whatsapp", "+15551230002", "marketing", None)
+    any_store.mark_outbox(unrelated, OutboxStatus.sent, provider_message_id=other)
+    _whatsapp_status(client, other, "failed", 131026)
+
+    rows = {key: any_store.get_outbox(key) for key in (via_twilio, via_meta, unrelated)}
+    assert {key: (row.status, row.error) for key, row in rows.items() if row} == {
+        via_twilio: (OutboxStatus.failed, "outside_whatsapp_window: provider error 63016"),
+        via_meta: (OutboxStatus.failed, "outside_whatsapp_window: provider error 131047"),
+        unrelated: (OutboxStatus.failed, "provider error 131026"),
+    }
+
+
+def test_a_status_faster_than_the_send_is_applied_when_the_row_is_marked_sent(
+    any_store: Store, hooks: tuple[httpx.Client, FakeTwilio, str]
+) -> None:
+    """Meta can post ``failed`` before the activity has written the wamid to the outbox:
+    the event is kept, applied when the row is marked sent, and its retry is a duplicate."""
+    client, _, _ = hooks
+    wamid = FakeGraph.new_wamid()
+    key = outbox(any_store, "whatsapp", "+15551230002", "marketing", None)
+    any_store.mark_outbox(key, OutboxStatus.sending)
+    _whatsapp_status(client, wamid, "failed", 131047)
+    assert outbox_status(any_store, key) == OutboxStatus.sending, "no row had that wamid yet"
+
+    marked = any_store.mark_outbox(key, OutboxStatus.sent, provider_message_id=wamid)
+    assert (marked.status, marked.error) == (
+        OutboxStatus.failed,
+        "outside_whatsapp_window: provider error 131047",
+    )
+    assert marked.status_at is not None
+    _whatsapp_status(client, wamid, "failed", 131047)  # Meta retries the webhook
+    assert any_store.get_outbox(key) == marked
+
+
+def outbox_status(store: Store, key: str) -> OutboxStatus:
+    found = store.get_outbox(key)
+    assert found is not None
+    return found.status

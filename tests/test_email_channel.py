@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,6 +94,50 @@ async def test_marketing_carries_one_click_unsubscribe_headers(smtp: FakeSmtp) -
     assert received.message.get_all("List-Unsubscribe-Post") == ["List-Unsubscribe=One-Click"]
 
 
+async def test_marketing_shows_the_unsubscribe_link_in_text_and_html(smtp: FakeSmtp) -> None:
+    """Many clients never show List-Unsubscribe: the reader must see a link in the mail."""
+    await channel(smtp).send(
+        email(
+            message_class=MessageClass.marketing,
+            unsubscribe_url=UNSUBSCRIBE,
+            html="<html><body><p>Hi Ann, your <b>basket</b> is still there.</p></body></html>",
+        )
+    )
+
+    sent = smtp.messages[0]
+    plain = sent.get_body(preferencelist=("plain",))
+    markup = sent.get_body(preferencelist=("html",))
+    assert plain is not None and markup is not None
+    assert plain.get_content() == (
+        f"Hi Ann, your basket is still there.\n\n--\nUnsubscribe from these e-mails: {UNSUBSCRIBE}\n"
+    )
+    link = f'<a href="{html.escape(UNSUBSCRIBE)}">Unsubscribe from these e-mails</a>'
+    body = markup.get_content()
+    assert link in body
+    assert body.index("basket") < body.index(link) < body.index("</body>"), (
+        "after the message, inside the body"
+    )
+
+
+async def test_an_html_only_marketing_mail_gets_the_line_in_both_parts(smtp: FakeSmtp) -> None:
+    await channel(smtp).send(
+        email(
+            message_class=MessageClass.marketing,
+            unsubscribe_url=UNSUBSCRIBE,
+            text="",
+            html="<p>New plants</p>",
+        )
+    )
+
+    sent = smtp.messages[0]
+    plain = sent.get_body(preferencelist=("plain",))
+    markup = sent.get_body(preferencelist=("html",))
+    assert plain is not None and markup is not None
+    assert plain.get_content() == f"--\nUnsubscribe from these e-mails: {UNSUBSCRIBE}\n"
+    assert markup.get_content().startswith("<p>New plants</p>\n<p ")
+    assert f'href="{html.escape(UNSUBSCRIBE)}"' in markup.get_content()
+
+
 @pytest.mark.parametrize(
     ("message_class", "url"),
     [(MessageClass.transactional, UNSUBSCRIBE), (MessageClass.marketing, "")],
@@ -100,10 +145,13 @@ async def test_marketing_carries_one_click_unsubscribe_headers(smtp: FakeSmtp) -
 async def test_no_unsubscribe_headers_otherwise(
     smtp: FakeSmtp, message_class: MessageClass, url: str
 ) -> None:
-    await channel(smtp).send(email(message_class=message_class, unsubscribe_url=url))
+    await channel(smtp).send(
+        email(message_class=message_class, unsubscribe_url=url, html="<p>Receipt</p>")
+    )
 
     received = smtp.received[0]
     assert b"List-Unsubscribe" not in received.raw
+    assert b"nsubscribe" not in received.raw, "and no visible line either"
 
 
 async def test_starttls_with_login() -> None:

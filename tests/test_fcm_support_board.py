@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.testing import ActivityEnvironment
 
+import integrations.fcm
+import tests.fakes.fcm
+from activities.delivery import DeliverRequest, DeliveryActivities
 from integrations.channels import Channel, ChannelName, OutboundMessage, Unregistered
 from integrations.errors import NotFound, Rejected, RetryLater
 from integrations.fcm import FcmChannel
 from integrations.support_board import SupportBoardChannel, is_bot_echo
-from settings import FcmSettings, SupportBoardSettings
+from settings import FcmSettings, PolicySettings, SupportBoardSettings
+from store.repo import Store
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.server import RunningServer, serve
 from tests.fakes.support_board import FakeSupportBoard
@@ -163,21 +169,110 @@ async def test_a_refused_access_token_is_dropped_and_renewed(
     assert fcm.send_statuses == [200, 401, 200]
 
 
+class SteppedClock:
+    """``time.monotonic`` for the channel's token cache and the fake's token expiry, moved
+    only by the test, so "half a token's life later" does not depend on a real sleep; the
+    wall clock (JWT ``iat``/``exp``) stays real."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    @staticmethod
+    def time() -> float:
+        return time.time()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> SteppedClock:
+    stepped = SteppedClock()
+    monkeypatch.setattr(integrations.fcm, "time", stepped)
+    monkeypatch.setattr(tests.fakes.fcm, "time", stepped)
+    return stepped
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "still_cached", "renewed"),
+    [
+        (2, 0.5, 1.1),  # a short-lived token is renewed after half its life
+        (3600, 3000.0, 3301.0),  # an hour's token five minutes before it runs out
+    ],
+)
 async def test_token_is_renewed_before_it_expires(
-    fcm_server: RunningServer, fcm: FakeFcm, tmp_path: Path
+    fcm_server: RunningServer,
+    fcm: FakeFcm,
+    tmp_path: Path,
+    clock: SteppedClock,
+    lifetime: int,
+    still_cached: float,
+    renewed: float,
 ) -> None:
-    fcm.token_lifetime = 2  # renewed after half its life
+    fcm.token_lifetime = lifetime
     channel = FcmChannel(fcm_settings(fcm, fcm_server, tmp_path), timeout=5)
+    start = clock.now
     try:
         await channel.send(push())
+        clock.now = start + still_cached
         await channel.send(push())
         assert fcm.tokens_issued == 1
-        await asyncio.sleep(1.1)
+        clock.now = start + renewed
+        await channel.send(push())
+        assert fcm.tokens_issued == 2
+        clock.now = start + lifetime  # the first token is dead now; the new one is not
         await channel.send(push())
     finally:
         await channel.aclose()
     assert fcm.tokens_issued == 2
-    assert fcm.send_statuses == [200, 200, 200], "renewed before FCM refused it"
+    assert fcm.send_statuses == [200, 200, 200, 200], "renewed before FCM refused it"
+
+
+async def test_the_fake_refuses_an_expired_token(
+    fcm: FakeFcm, fcm_server: RunningServer, clock: SteppedClock
+) -> None:
+    """What the renewal saves us from: FCM's 401 once a token has lived its life."""
+    fcm.token_lifetime = 2
+    token = fcm.issue_token()
+    async with httpx.AsyncClient(base_url=fcm_server.url) as http:
+
+        async def status() -> int:
+            response = await http.post(
+                "/v1/projects/nudge-test/messages:send",
+                json={"message": {"token": DEVICE}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            return response.status_code
+
+        assert await status() == 200
+        clock.now += 2
+        assert await status() == 401
+
+
+async def test_deliver_forgets_a_device_token_fcm_calls_unregistered(
+    fcm: FakeFcm, channel: FcmChannel, store: Store
+) -> None:
+    """Through the send path: FCM's UNREGISTERED removes that token from its contact (and
+    only that one), and the send ends ``failed`` without a retry."""
+    contact = store.upsert_contact("shop", "c-7", name="Ann")
+    store.update_contact(contact, fields={}, device_tokens=[DEVICE, "other-phone"])
+    fcm.unregistered.add(DEVICE)
+    activities = DeliveryActivities({ChannelName.push: channel}, store, PolicySettings())
+    request = DeliverRequest(
+        "push-1", "wf-push", ChannelName.push, DEVICE, text="Shipped", contact_id=contact
+    )
+
+    outcome = await ActivityEnvironment().run(activities.deliver, request)
+
+    assert outcome.status == "failed"
+    assert outcome.reason.startswith("device token unregistered")
+    found = store.get_contact(contact)
+    assert found is not None and found.device_tokens == ["other-phone"]
+    row = store.get_outbox("push-1")
+    assert row is not None and row.status == "failed" and row.attempts == 1
+    assert fcm.sends == [] and fcm.send_statuses == [404]
+    again = await ActivityEnvironment().run(activities.deliver, request)
+    assert again.status == "failed" and fcm.send_statuses == [404], "a retry sends nothing"
 
 
 async def test_a_key_the_token_endpoint_does_not_know_is_rejected(

@@ -90,6 +90,16 @@ def test_frequency_cap() -> None:
     assert frequency_until(sent, now, 0, day) is None, "0 switches the cap off"
 
 
+def test_frequency_cap_counts_a_send_claimed_after_the_clock_was_read() -> None:
+    """``now`` is when the attempt was scheduled; a concurrent send may have claimed its place
+    a moment later, and must count all the same."""
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    day = timedelta(hours=24)
+    claimed = [now - timedelta(hours=2), now + timedelta(milliseconds=40)]
+    assert frequency_until(claimed, now, 2, day) == now - timedelta(hours=2) + day
+    assert frequency_until(claimed, now, 3, day) is None
+
+
 def test_whatsapp_window() -> None:
     now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
     day = timedelta(hours=24)

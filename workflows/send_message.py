@@ -1,14 +1,15 @@
 """SendMessage: one message to one contact through the send path (policy, outbox, channel).
 
 What an operator's "send this now" becomes, and the simplest user of ``workflows.delivery``:
-it may wait out quiet hours or the frequency cap, and it records each delivery status the
-provider reports back.
+it may wait out quiet hours or the frequency cap; once the message is sent it waits (at most
+``STATUS_WAIT``) for the provider to report it delivered, read or failed, and ends with the
+furthest status it heard.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 
@@ -18,6 +19,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.search_attributes import CHANNEL, NUDGE_KIND, NUDGE_STATUS
 
 KIND = "send_message"
+STATUS_WAIT = timedelta(hours=1)
+"""How long a sent message waits for its delivery status; without one it ends ``sent``."""
+WAIT_FOR_STATUS = "send-message-waits-for-status"
+"""``workflow.patched`` id: runs started before SendMessage waited end right after sending."""
+STATUS_PROGRESS = {"sent": 0, "delivered": 1, "failed": 1, "read": 2}
+"""The furthest status wins (the outbox's ``STATUS_RANK``): statuses arrive out of order."""
+FINAL_STATUSES = ("delivered", "failed", "read")
 
 
 @dataclass
@@ -56,10 +64,26 @@ class SendMessage:
         )
         outcome = await send(request)
         workflow.upsert_search_attributes([NUDGE_STATUS.value_set(outcome.status)])
+        finished_at = workflow.now()
+        status = outcome.status
+        if status == "sent" and workflow.patched(WAIT_FOR_STATUS):
+            status = await self._final_status(status)
+            if status != outcome.status:
+                workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
         return SendMessageResult(
-            status=outcome.status,
+            status=status,
             reason=outcome.reason,
             provider_message_id=outcome.provider_message_id,
             statuses=list(self._statuses),
-            finished_at=workflow.now(),
+            finished_at=finished_at,
         )
+
+    async def _final_status(self, sent: str) -> str:
+        """The furthest status reported within ``STATUS_WAIT``, waiting for a final one."""
+        try:
+            await workflow.wait_condition(
+                lambda: any(s in FINAL_STATUSES for s in self._statuses), timeout=STATUS_WAIT
+            )
+        except TimeoutError:
+            pass  # no final word from the provider: the message stays "sent"
+        return max([sent, *self._statuses], key=lambda s: STATUS_PROGRESS.get(s, 0))
