@@ -224,6 +224,12 @@ class HelpdeskActivities:
             message_class="marketing",
             contact_id=request.contact_id,
         )
+        if row.status == OutboxStatus.pending and self.client is not None:
+            taken = await asyncio.to_thread(
+                self.store.take_outbox, request.idempotency_key, OutboxStatus.sending
+            )
+            if taken is None:  # a concurrent attempt took it first: act on it as it stands
+                row = await asyncio.to_thread(self.store.get_outbox, request.idempotency_key) or row
         if row.status in FINAL_OUTBOX:
             if row.status == OutboxStatus.failed:
                 raise ApplicationError(
@@ -239,7 +245,9 @@ class HelpdeskActivities:
         client = self.client
         try:
             if row.status == OutboxStatus.sending:
-                # An earlier attempt died after the request left: did Re:amaze accept it?
+                # An earlier attempt died after the request left (or is still waiting for
+                # the answer): did Re:amaze accept it? If not, posting again with the same
+                # origin_id is safe - Re:amaze keeps one message per origin_id.
                 found = await client.find_message_by_origin_id(
                     request.conversation, request.idempotency_key
                 )
@@ -253,9 +261,6 @@ class HelpdeskActivities:
                     return PostReplyResult(
                         status=row.status, sent_at=row.sent_at, already_done=True
                     )
-            await asyncio.to_thread(
-                self.store.mark_outbox, request.idempotency_key, OutboxStatus.sending
-            )
             posted = await shielded_with_heartbeat(
                 client.post_message(
                     request.conversation, request.body, origin_id=request.idempotency_key
