@@ -229,7 +229,8 @@ class HelpdeskActivities:
                 self.store.take_outbox, request.idempotency_key, OutboxStatus.sending
             )
             if taken is None:  # a concurrent attempt took it first: act on it as it stands
-                row = await asyncio.to_thread(self.store.get_outbox, request.idempotency_key) or row
+                stored = await asyncio.to_thread(self.store.get_outbox, request.idempotency_key)
+                row = stored or row
         if row.status in FINAL_OUTBOX:
             if row.status == OutboxStatus.failed:
                 raise ApplicationError(

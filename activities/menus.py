@@ -24,7 +24,8 @@ from workflows.menu_text import pick_menu
 class TranscriptEntry:
     at: datetime
     direction: str
-    """``in`` (from the customer) or ``out`` (sent by the menu)."""
+    """``in`` (from the customer), ``out`` (sent by the menu) or ``status`` (what the
+    provider reported about a message sent at ``step``, e.g. that it failed)."""
     text: str
     step: str
 
@@ -63,6 +64,7 @@ class MenuEvent:
 @dataclass
 class FallbackClaim:
     channel: str
+    """The address's channel (``whatsapp`` for Twilio's WhatsApp too): one contact, one claim."""
     address: str
     at: datetime
     """The workflow's clock: the once-per-period rule is judged by it."""

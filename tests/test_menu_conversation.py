@@ -9,9 +9,10 @@ client to a fake Graph API server, whose received bodies the tests read.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -37,14 +38,14 @@ from settings import (
     TwilioSettings,
     WhatsAppSettings,
 )
-from starter.inbound import handle_inbound
+from starter.inbound import handle_inbound, handle_status, signal_status
 from starter.menu_routing import MenuRouter, RoutedMessage
-from store.models import BusinessEvent
+from store.models import BusinessEvent, OutboxMessage
 from store.repo import Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
-from workflows.menu_conversation import MenuConversation
+from workflows.menu_conversation import QUEUE_BEFORE_RELEASE, MenuConversation
 from workflows.menu_definition import MenuDefinition
 from workflows.menu_payloads import (
     MenuConversationInput,
@@ -58,6 +59,12 @@ from workflows.send_message import SendMessage
 
 PHONE = "+15551239876"
 HINT = "Please tap one of the options."
+PATIENCE = 30.0
+"""Real seconds a test waits for something that should happen (CI shares 2 cores); a
+polling loop returns as soon as it happens, so this costs nothing when all is well."""
+BUSY = 5.0
+"""Real seconds the fake Graph API holds a send's answer to keep a workflow busy while a test
+signals it: far longer than a signal takes, even on a loaded CI machine."""
 
 
 def buttons(text: str, *options: tuple[str, str]) -> dict[str, Any]:
@@ -156,10 +163,7 @@ class Rig:
 
     async def replies(self, count: int) -> list[dict[str, Any]]:
         """Wait (in real time) until the fake Graph API has received ``count`` messages."""
-        for _ in range(500):
-            if len(self.graph.sent) >= count:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: len(self.graph.sent) >= count)
         assert len(self.graph.sent) == count, [m.get("type") for m in self.graph.sent]
         return self.graph.sent
 
@@ -170,7 +174,8 @@ class Rig:
         return (await self.replies(before + 1))[-1]
 
     async def view(self) -> MenuView:
-        for _ in range(200):
+        deadline = asyncio.get_running_loop().time() + PATIENCE
+        while asyncio.get_running_loop().time() < deadline:
             found: MenuView | None = await self.handle().query(MenuConversation.view)
             if found is not None and found.pending == 0:
                 return found
@@ -180,7 +185,8 @@ class Rig:
     async def message(self, message: MenuMessage) -> None:
         """Signal a message straight to the conversation. The time-skipping test server may
         briefly answer "completed" for a run that is continuing as new: ask again."""
-        for _ in range(50):
+        deadline = asyncio.get_running_loop().time() + PATIENCE
+        while asyncio.get_running_loop().time() < deadline:
             try:
                 await self.handle().signal(MenuConversation.message, message)
                 return
@@ -201,6 +207,16 @@ class Rig:
     async def result(self) -> MenuConversationResult:
         handle = self.env.client.get_workflow_handle_for(MenuConversation.run, self.workflow_id)
         return await handle.result()
+
+
+async def until(condition: Callable[[], bool], seconds: float = PATIENCE) -> bool:
+    """Poll ``condition`` in real time until it holds (True) or ``seconds`` pass (False)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 def interactive(sent: dict[str, Any]) -> dict[str, Any]:
@@ -361,6 +377,8 @@ async def test_expiry_slides_with_each_message(rig: Rig) -> None:
 
 
 async def test_expiry_message_is_not_sent_once_the_whatsapp_window_closed(rig: Rig) -> None:
+    """Validation now refuses an ``expiry_message`` with an expiry of 24h or more, but a
+    definition saved before that rule still runs: the send path keeps the window shut."""
     rig.store.save_menu(shop_menu(expiry="25h", expiry_message="Session closed."))
     await rig.say("hi")
     await rig.replies(1)
@@ -484,10 +502,7 @@ async def test_whatsapp_through_twilio_gets_numbered_text_menus(
             )
 
             async def bodies(count: int) -> list[tuple[str, str]]:
-                for _ in range(500):
-                    if len(twilio.messages) >= count:
-                        break
-                    await asyncio.sleep(0.02)
+                await until(lambda: len(twilio.messages) >= count)
                 assert len(twilio.messages) == count
                 return [(m["To"], m["Body"]) for m in twilio.messages]
 
@@ -533,3 +548,140 @@ async def test_fallback_reply_at_most_once_per_period(rig: Rig) -> None:
     rig.router = MenuRouter(silent, rig.store, client)
     rig.store.delete_menu("main_menu")
     assert await rig.say("hi") == "ignored", "no menu, and the fallback is off when empty"
+
+
+async def test_messages_queued_when_an_agent_releases_go_to_the_transcript(rig: Rig) -> None:
+    """The customer writes to the agent (even with a trigger word) and the release comes
+    before the conversation has taken that message: it is kept in the transcript, the bot
+    stays quiet, and the conversation ends - no main menu, no second run."""
+    rig.store.save_menu(shop_menu())
+    await rig.say("hi")
+    await rig.replies(1)
+    first_run = (await rig.handle().describe()).run_id
+    rig.graph.hold.hold_next(BUSY)  # the workflow is busy handing off while both arrive
+    await rig.say("Support", "support")
+    await rig.replies(2)
+    assert await rig.say("hello, is anyone there?") == "trigger:main_menu"
+    await rig.handle().signal(MenuConversation.release)
+
+    run = rig.env.client.get_workflow_handle_for(
+        MenuConversation.run, rig.workflow_id, run_id=first_run
+    )
+    closed = await closing(run)
+    assert closed == WorkflowExecutionStatus.COMPLETED, "the message was routed afresh"
+    result = await run.result()
+    assert (result.status, result.reason) == ("handed_off", "released by an agent")
+    history = await run.fetch_history()
+    assert QUEUE_BEFORE_RELEASE in patches(history), "the release did not find it queued"
+    await asyncio.sleep(0.3)
+    assert len(rig.graph.sent) == 2
+    sessions = rig.store.list_menu_sessions("main_menu")
+    assert [s.status for s in sessions] == ["handed_off"]
+    last = sessions[0].transcript[-1]
+    assert (last["direction"], last["text"], last["step"]) == (
+        "in",
+        "hello, is anyone there?",
+        "agent",
+    )
+    await rig.record("menu_conversation_release_queued")
+
+
+async def closing(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus | None:
+    """How the run of ``handle`` closed, once it has (in real time; None while it runs)."""
+    deadline = asyncio.get_running_loop().time() + PATIENCE
+    while True:
+        status = (await handle.describe()).status
+        if status != WorkflowExecutionStatus.RUNNING:
+            return status
+        if asyncio.get_running_loop().time() > deadline:
+            return None
+        await asyncio.sleep(0.05)
+
+
+def patches(history: WorkflowHistory) -> list[str]:
+    """The ``workflow.patched`` ids a run recorded: the paths it took that old runs did not."""
+    found = []
+    for event in history.events:
+        if event.HasField("marker_recorded_event_attributes"):
+            marker = event.marker_recorded_event_attributes
+            if marker.marker_name == "core_patch":
+                found.append(json.loads(marker.details["patch-data"].payloads[0].data)["id"])
+    return found
+
+
+class _Client:
+    """What ``signal_status`` gets the Temporal client from (the app's lazy connection)."""
+
+    def __init__(self, env: WorkflowEnvironment) -> None:
+        self.env = env
+
+    async def get(self) -> Any:
+        return self.env.client
+
+
+async def test_a_failed_delivery_is_noted_in_the_transcript(rig: Rig) -> None:
+    """The status webhook signals the conversation that sent a message; a ``failed`` one is
+    written into the transcript at the step it was sent from, other statuses are not."""
+    rig.store.save_menu(shop_menu())
+    await rig.say("hi")
+    await rig.replies(1)
+
+    def last_sent() -> str | None:
+        """The provider's id of the conversation's latest message, once it is marked sent."""
+        with rig.store.engine.connect() as connection:
+            row = connection.execute(
+                select(OutboxMessage.provider_message_id, OutboxMessage.status)
+                .where(OutboxMessage.workflow_id == rig.workflow_id)
+                .order_by(OutboxMessage.id.desc())
+            ).first()
+        return row[0] if row is not None and row[1] == "sent" else None
+
+    async def report(status: str) -> None:
+        assert await until(lambda: last_sent() is not None)
+        wamid = last_sent()
+        assert wamid is not None
+        now = await rig.env.get_current_time()
+        result = await handle_status(rig.store, "whatsapp", wamid, status, occurred_at=now)
+        assert result.advanced and result.workflow_id == rig.workflow_id
+        await signal_status(_Client(rig.env), result, status)
+
+    await report("failed")  # the welcome menu never reached the customer
+    assert text(await rig.exchange("Support", "support")) == "An agent will reply soon."
+    await report("delivered")  # this one did: nothing to note
+    await rig.view()
+    await rig.handle().signal(MenuConversation.release)
+    await rig.result()
+
+    transcript = rig.store.list_menu_sessions("main_menu")[0].transcript
+    assert [(e["direction"], e["step"]) for e in transcript] == [
+        ("in", "initial"),
+        ("out", "initial"),
+        ("status", "initial"),
+        ("in", "initial"),
+        ("out", "agent"),
+    ]
+    assert transcript[2]["text"].startswith("failed")
+    await rig.record("menu_conversation_delivery_failed")
+
+
+async def test_one_fallback_per_period_over_twilio_and_the_cloud_api(rig: Rig) -> None:
+    """Twilio's WhatsApp and the Cloud API reach the same WhatsApp number: one contact, so
+    one fallback auto-reply per period whichever way they write."""
+    fallback = Settings(
+        _env_file=None,
+        temporal=TemporalSettings(task_queue=rig.task_queue),
+        menus=MenusSettings(fallback_text="Thanks! Say hi for our menu.", fallback_period="1h"),
+    )
+
+    async def client() -> Any:
+        return rig.env.client
+
+    rig.router = MenuRouter(fallback, rig.store, client)
+    rig.channel = ChannelName.whatsapp_twilio  # no Twilio client here: sent sandboxed
+    assert await rig.say("what are your opening hours?") == "fallback"
+    assert (await rig.result()).status == "fallback"
+
+    rig.channel = ChannelName.whatsapp
+    assert await rig.say("and on sundays?") == "fallback"
+    assert (await rig.result()).status == "ignored", "a second fallback within the hour"
+    assert rig.graph.sent == []

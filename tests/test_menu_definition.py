@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from api.menus import problem_loc
 from workflows.menu_definition import (
     MenuDefinition,
     MenuStep,
     Problem,
+    _nested_repeat,
     check_answer,
     placeholders,
     problems,
@@ -404,7 +406,7 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
         [],
     ),
     "10-expiry-message": (
-        {"expiry_message": "Your order of {qty} plants was not finished."},
+        {"expiry": "2h", "expiry_message": "Your order of {qty} plants was not finished."},
         [("expiry_message", "{qty} may not be known: a conversation can expire")],
     ),
     # 11. validate and save_as
@@ -416,6 +418,14 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
                 "the pattern '[0-9' is not valid: unterminated character set",
             )
         ],
+    ),
+    "11-regex-too-long": (
+        {"steps.ask_qty.validate": {"regex": "[0-9]" * 41}},
+        [("steps.ask_qty.validate.regex", "the pattern is 205 characters; at most 200")],
+    ),
+    "11-regex-nested-repeat": (
+        {"steps.ask_qty.validate": {"regex": "^([A-Za-z]+\\s?)+$"}},
+        [("steps.ask_qty.validate.regex", "repeats a group that itself repeats (like (a+)+)")],
     ),
     "11-regex-wrong-key": (
         {"steps.ask_qty.validate": {"pattern": "[0-9]+"}},
@@ -461,6 +471,14 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
     "12-expiry-too-long": (
         {"expiry": "4000000d"},
         [("expiry", "expiry is 4e+06 days; at most 30 days")],
+    ),
+    "12-expiry-message-after-the-whatsapp-window": (
+        {"expiry_message": "This chat has closed."},  # the default expiry: 24h
+        [("expiry_message", "the expiry message can never be sent: with expiry 24h")],
+    ),
+    "12-expiry-message-with-a-long-expiry": (
+        {"expiry": "3d", "expiry_message": "This chat has closed."},
+        [("expiry_message", "with expiry 72h, WhatsApp's 24-hour window has closed")],
     ),
     # 13. events and handoffs
     "13-event-name": (
@@ -510,8 +528,16 @@ def test_each_rule_reports_its_path(edits: dict[str, Any], expected: list[tuple[
                 "steps.initial.next.again": "main_menu",
             }
         ),
+        edited({"expiry": "23h", "expiry_message": "This chat has closed."}),
+        edited({"steps.ask_qty.validate": {"regex": "[0-9]" * 40}}),
     ],
-    ids=["buttons", "list", "next-names-this-menu"],
+    ids=[
+        "buttons",
+        "list",
+        "next-names-this-menu",
+        "expiry-message-within-the-window",
+        "regex-of-200-characters",
+    ],
 )
 def test_a_sound_definition_has_no_problems(data: dict[str, Any]) -> None:
     assert found(data) == []
@@ -718,10 +744,19 @@ def question(validate: Any) -> MenuStep:
         ({"regex": r"[A-Z]{2}\d{4}"}, " AB1234 ", "AB1234"),
         ({"regex": r"[A-Z]{2}\d{4}"}, "AB12345", None),
         ({"regex": "[unclosed"}, "anything", None),
+        ({"regex": r"\w+"}, "x" * 1000, "x" * 1000),
+        ({"regex": r"\w+"}, "x" * 1001, None),  # longer answers are refused unread
+        ({"regex": r"(a+)+$"}, "a" * 1001 + "!", None),  # would backtrack for ever if run
     ],
 )
 def test_check_answer_accepts_and_normalizes(validate: Any, text: str, saved: str | None) -> None:
     assert check_answer(question(validate), text) == saved
+
+
+def test_the_expiry_message_problem_is_a_422_at_the_field() -> None:
+    definition = MenuDefinition.model_validate(edited({"expiry_message": "Closed."}))
+    [problem] = problems(definition)
+    assert problem_loc(problem.path) == ["body", "expiry_message"]
 
 
 def test_placeholders_skip_literal_braces() -> None:
@@ -742,3 +777,21 @@ def test_reply_options_of_any_shape_never_crash() -> None:
     assert MenuStep.model_validate({"message": {"action": "oops"}}).reply_options() == []
     listed = MenuStep.model_validate({"message": edited(AS_LIST)["steps"]["initial"]["message"]})
     assert listed.reply_options() == [("new_order", "New Order"), ("support", "Support")]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "nested"),
+    [
+        (r"(a+)+$", True),
+        (r"^([A-Za-z]+\s?)+$", True),
+        (r"(a*)*", True),
+        (r"(?:ab|c+)*", True),
+        (r"^[A-Z]{2}\d{4}$", False),
+        (r"^\d+(\.\d+)?$", False),
+        (r"^(ab)+$", False),
+        (r"^[0-9]{5}(-[0-9]{4})?$", False),
+        (r"^\+?[0-9 ]{7,15}$", False),
+    ],
+)
+def test_patterns_that_can_backtrack_without_end_are_told_apart(pattern: str, nested: bool) -> None:
+    assert _nested_repeat(pattern) is nested

@@ -27,7 +27,7 @@ from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
 from tests.test_e2e import wait_for
-from tests.test_menu_conversation import POTS, PRODUCTS, WELCOME, shop_menu
+from tests.test_menu_conversation import PATIENCE, POTS, PRODUCTS, WELCOME, shop_menu
 from worker import WORKFLOWS, build_activities
 
 APP_SECRET = "menu-e2e-app-secret"
@@ -68,7 +68,7 @@ class Stack:
         response = await self.hooks.post("/webhooks/whatsapp", content=raw, headers=headers)
         assert response.status_code == 200, response.text
 
-    async def sent(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    async def sent(self, count: int, timeout: float = PATIENCE) -> list[dict[str, Any]]:
         await wait_for(lambda: len(self.graph.sent) >= count, timeout)
         await asyncio.sleep(0.3)  # nothing more arrives behind them
         assert len(self.graph.sent) == count, self.graph.sent
@@ -127,11 +127,11 @@ async def stack(
             with serve(create_app(settings, store=store)) as app_server:
                 settings.public_url = app_server.url  # Twilio signs the URL it calls: ours
                 async with (
-                    httpx.AsyncClient(base_url=app_server.url, timeout=10) as hooks,
+                    httpx.AsyncClient(base_url=app_server.url, timeout=PATIENCE) as hooks,
                     httpx.AsyncClient(
                         base_url=app_server.url,
                         headers={"Authorization": f"Bearer {token}"},
-                        timeout=10,
+                        timeout=PATIENCE,
                     ) as api,
                 ):
                     yield Stack(graph, hooks, api, store, twilio, app_server.url)
@@ -192,19 +192,38 @@ async def test_menu_over_the_real_webhook(stack: Stack) -> None:
             ),
         ]
     assert sent[3:] == expected
+    if first != message_id(tap_small):  # answer the question the tap led to
+        await stack.deliver(graph.inbound_text(CUSTOMER, "3"))
+        done = (await stack.sent(6))[5]
+        assert done["text"]["body"] == "Order for 3 plants noted!"
 
-    if first == message_id(tap_small):
-        sessions = await stack.api.get("/v1/menus/main_menu/sessions")
-        await wait_for(
-            lambda: bool(stack.store.list_menu_sessions("main_menu", status="completed"))
-        )
-        sessions = await stack.api.get("/v1/menus/main_menu/sessions")
-        assert sessions.status_code == 200
-        assert [(s["status"], s["context"]) for s in sessions.json()] == [
-            ("completed", {"qty": "3"})
-        ]
-        stats = (await stack.api.get("/v1/menus/main_menu/stats")).json()
-        assert (stats["started"], stats["completed"]) == (1, 1)
+    await wait_for(lambda: bool(stack.store.list_menu_sessions("main_menu", status="completed")))
+    sessions = await stack.api.get("/v1/menus/main_menu/sessions")
+    assert sessions.status_code == 200
+    assert [(s["status"], s["context"]) for s in sessions.json()] == [("completed", {"qty": "3"})]
+    stats = (await stack.api.get("/v1/menus/main_menu/stats")).json()
+    assert (stats["started"], stats["completed"]) == (1, 1)
+
+
+async def until_received(stack: Stack, conversation: str, count: int) -> None:
+    """Until the running conversation has taken ``count`` customer messages."""
+    deadline = asyncio.get_running_loop().time() + PATIENCE
+    while asyncio.get_running_loop().time() < deadline:
+        view = await stack.api.get(conversation)
+        if view.status_code == 200 and view.json()["received"] >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the conversation did not get message {count}")
+
+
+async def until_ended(stack: Stack, conversation: str) -> None:
+    """Until the conversation's workflow has ended (its view answers 409)."""
+    deadline = asyncio.get_running_loop().time() + PATIENCE
+    while asyncio.get_running_loop().time() < deadline:
+        if (await stack.api.get(conversation)).status_code == 409:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the released conversation did not end")
 
 
 def message_id(payload: dict[str, Any]) -> str:
@@ -236,22 +255,20 @@ async def test_an_agent_releases_a_handed_off_conversation(stack: Stack) -> None
     await wait_for(lambda: bool(stack.store.list_menu_sessions("main_menu", status="handed_off")))
     view = (await stack.api.get(conversation)).json()
     assert (view["menu"], view["step"], view["handed_off"]) == ("main_menu", "agent", True)
+    assert view["received"] == 2
 
+    # Written to the agent (with a trigger word in it): released once the conversation has it.
     await stack.deliver(graph.inbound_text(CUSTOMER, "hello, is someone there?"))
+    await until_received(stack, conversation, 3)
     released = await stack.api.post(conversation + "/release")
     assert released.status_code == 202, released.text
-    for _ in range(200):  # until the workflow has ended
-        if (await stack.api.get(conversation)).status_code == 409:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the released conversation did not end")
-    assert len(graph.sent) == 2, "the bot said nothing while a person had the conversation"
+    await until_ended(stack, conversation)
+    await stack.sent(2)  # the bot said nothing while a person had the conversation, nor after
     gone = await stack.api.post(conversation + "/release")
     assert gone.status_code == 409 and "no longer running" in gone.json()["detail"]
-    session = stack.store.list_menu_sessions("main_menu")[0]
-    assert session.status == "handed_off"
-    assert session.transcript[-1]["text"] == "hello, is someone there?"
+    sessions = stack.store.list_menu_sessions("main_menu")
+    assert [s.status for s in sessions] == ["handed_off"], "the message started another menu"
+    assert sessions[0].transcript[-1]["text"] == "hello, is someone there?"
 
     assert (await stack.api.get("/v1/menu-conversations/menu:whatsapp:+1999")).status_code == 404
     assert (await stack.api.get("/v1/menu-conversations/followup:x")).status_code == 422
@@ -263,7 +280,7 @@ async def test_menu_over_twilio_whatsapp(stack: Stack) -> None:
     await stack.api.put("/v1/menus/main_menu", json=shop_menu().model_dump(mode="json"))
 
     async def bodies(count: int) -> list[tuple[str, str, str]]:
-        await wait_for(lambda: len(stack.twilio.messages) >= count)
+        await wait_for(lambda: len(stack.twilio.messages) >= count, PATIENCE)
         await asyncio.sleep(0.3)
         assert len(stack.twilio.messages) == count, stack.twilio.messages
         return [(m["From"], m["To"], m["Body"]) for m in stack.twilio.messages]

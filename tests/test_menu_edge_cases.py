@@ -10,10 +10,23 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+
 from starter.inbound import handle_inbound
 from tests import test_menu_conversation as base
-from tests.test_menu_conversation import PHONE, WELCOME, Rig, interactive, shop_menu, text
-from workflows.menu_conversation import MenuConversation
+from tests.test_menu_conversation import (
+    BUSY,
+    PATIENCE,
+    PHONE,
+    WELCOME,
+    Rig,
+    closing,
+    interactive,
+    shop_menu,
+    text,
+    until,
+)
+from workflows.menu_conversation import MAX_EXPIRY, MenuConversation
 from workflows.menu_definition import MenuDefinition, problems
 from workflows.menu_payloads import (
     MenuConversationInput,
@@ -27,16 +40,13 @@ rig = base.rig
 graph_url = base.graph_url
 
 
-async def sent_after(rig: Rig, count: int, seconds: float = 4.0) -> list[dict[str, Any]]:
+async def sent_after(rig: Rig, count: int, seconds: float = PATIENCE) -> list[dict[str, Any]]:
     """What the fake Graph API received, once it holds ``count`` messages or time is up."""
-    for _ in range(int(seconds / 0.02)):
-        if len(rig.graph.sent) >= count:
-            break
-        await asyncio.sleep(0.02)
+    await until(lambda: len(rig.graph.sent) >= count, seconds)
     return list(rig.graph.sent)
 
 
-async def settled_view(rig: Rig, seconds: float = 4.0) -> MenuView | None:
+async def settled_view(rig: Rig, seconds: float = PATIENCE) -> MenuView | None:
     """The conversation's view once it has no pending message; None if it never settles
     (e.g. its workflow task keeps failing)."""
     loop = asyncio.get_running_loop()
@@ -44,7 +54,7 @@ async def settled_view(rig: Rig, seconds: float = 4.0) -> MenuView | None:
     while loop.time() < deadline:
         try:
             found: MenuView | None = await asyncio.wait_for(
-                rig.handle().query(MenuConversation.view), timeout=0.5
+                rig.handle().query(MenuConversation.view), timeout=5
             )
         except Exception:  # a query that fails or hangs while the workflow task fails
             found = None
@@ -63,83 +73,75 @@ def sound(raw: dict[str, Any]) -> MenuDefinition:
 # --- messages lost at the end of a run ---------------------------------------------------
 
 
+def first_run(rig: Rig, run_id: str) -> WorkflowHandle[Any, Any]:
+    return rig.env.client.get_workflow_handle(rig.workflow_id, run_id=run_id)
+
+
 async def test_message_that_arrives_while_the_conversation_completes_is_not_lost(
     rig: Rig,
 ) -> None:
     """A customer message signalled into the run while it is finishing (sending the end
-    step, emitting its event, recording the session) is dropped: ``_converse`` returns the
-    ending and ``run`` completes without looking at ``_pending``. The router already
-    reported it as delivered to the conversation ("trigger:..." / "conversation"), so no
-    trigger or fallback runs for it either: the customer's "hi" gets no answer at all.
-
-    Right: a message that reached the run before it closed is still handled (e.g. the run
-    continues as new / starts the next conversation with it), so "hi" gets the menu.
+    step, emitting its event, recording the session) has been reported to the router as
+    taken, so nothing else will answer it: the run continues as new and routes it afresh,
+    and "hi" gets the menu. The first run closing as continued-as-new shows the message
+    reached it before it ended (had it come later, the router would have started a new run).
     """
     rig.store.save_menu(shop_menu())
     await rig.say("hi")
     await rig.replies(1)
+    run_id = (await rig.handle().describe()).run_id
     await rig.exchange("New Order", "order")
     await rig.exchange("Fern", "fern")
     await rig.exchange("Small pot", "small")
-    rig.graph.hold.hold_next(2.0)  # the end message is accepted, its answer comes late
+    rig.graph.hold.hold_next(BUSY)  # the end message is accepted, its answer comes late
     await rig.say("12")
     await rig.replies(5)
     assert await rig.say("hi") == "trigger:main_menu"  # the run is still open: signalled
 
-    sent = await sent_after(rig, 6, seconds=6)
+    sent = await sent_after(rig, 6)
     assert text(sent[4]) == "Order for 12 plants noted!"
     assert len(sent) == 6, "the customer's 'hi' sent while the conversation ended got nothing"
     assert interactive(sent[5]) == WELCOME
+    assert await closing(first_run(rig, run_id)) == WorkflowExecutionStatus.CONTINUED_AS_NEW
+    sessions = rig.store.list_menu_sessions("main_menu")
+    assert [s.status for s in sessions] == ["active", "completed"]
 
 
 async def test_message_that_arrives_while_the_conversation_expires_is_answered(
     rig: Rig,
 ) -> None:
-    """A message that arrives while ``_expire`` is running (sending the expiry message as a
-    local activity) makes the server refuse the run's completion (a new event during the
-    workflow task); the task is replayed with the timer and the signal in one activation,
-    the signal wins, and the run goes on instead of expiring. But the discarded attempt's
-    local activities already happened: "Session closed." went to the customer and the
-    session was recorded as ``expired``. The replayed run then answers the message with
-    idempotency key ``{session}:2`` - the key the expiry message already used - so the
-    outbox returns the old "sent" outcome and the menu is never sent.
-
-    Net effect: the customer is told the session closed, their "hi" gets no answer, the
-    session says ``expired`` while the conversation keeps running (its real outcome will
-    be ignored by ``end_menu_session``). Right: the customer's message is answered (the
-    menu) and the stored outcome matches what the conversation did.
-    """
+    """A message that arrives while the expiry message is being sent: the customer was told
+    the session closed, and it did (the session is stored as ``expired``); their message is
+    then routed afresh by a continued run, so "hi" gets the menu in a new session. The
+    stored outcomes match what each conversation did."""
     rig.store.save_menu(shop_menu(expiry="2h", expiry_message="Session closed."))
     await rig.say("hi")
     await rig.replies(1)
-    rig.graph.hold.hold_next(3.0)  # the expiry message is accepted, its answer comes late
+    run_id = (await rig.handle().describe()).run_id
+    rig.graph.hold.hold_next(BUSY)  # the expiry message is accepted, its answer comes late
     skipping = asyncio.create_task(rig.env.sleep(timedelta(hours=3)))
     assert text((await rig.replies(2))[-1]) == "Session closed."
     assert await rig.say("hi") == "trigger:main_menu"  # still open: signalled into it
     await skipping
 
-    sent = await sent_after(rig, 3, seconds=6)
+    sent = await sent_after(rig, 3)
     assert len(sent) == 3, "the customer's 'hi' sent at expiry got no answer"
     assert interactive(sent[2]) == WELCOME
-    description = await rig.handle().describe()
-    if description.status is not None and description.status.name == "RUNNING":
-        newest = rig.store.list_menu_sessions("main_menu")[0]
-        assert newest.status == "active", "the running conversation's session says expired"
+    assert await closing(first_run(rig, run_id)) == WorkflowExecutionStatus.CONTINUED_AS_NEW
+    view = await settled_view(rig)
+    assert view is not None and (view.menu, view.step) == ("main_menu", "initial")
+    sessions = rig.store.list_menu_sessions("main_menu")
+    assert [s.status for s in sessions] == ["active", "expired"]
 
 
 # --- crashes on customer input / definitions that pass validation -------------------------
 
 
 async def test_a_superscript_digit_on_twilio_does_not_wedge_the_conversation(rig: Rig) -> None:
-    """``_choice`` (menu_conversation.py) accepts a typed number with ``str.isdigit()`` and
-    then calls ``int()``. ``"²".isdigit()`` is True but ``int("²")`` raises ValueError, so on
-    the Twilio (numbered text) channel a customer typing "²" fails the workflow task; it is
-    retried forever, every later message of the customer piles up unanswered and even the
-    expiry timer never ends it.
-
-    Right: "²" is not an option number; the step is re-sent with the hint and the
-    conversation goes on ("1" then picks the first option).
-    """
+    """On the Twilio (numbered text) channel a typed number picks an option. "²" passes
+    ``str.isdigit()`` but ``int("²")`` raises: it must be taken as no option (the step again,
+    with the hint), not fail the workflow task (retried forever, the customer's later
+    messages piling up unanswered). "1" then picks the first option."""
     rig.channel = rig.channel.whatsapp_twilio  # numbered text menus (sent sandboxed here)
     rig.store.save_menu(shop_menu())
     await rig.say("hi")
@@ -153,26 +155,33 @@ async def test_a_superscript_digit_on_twilio_does_not_wedge_the_conversation(rig
     assert view.step == "products"
 
 
-async def test_a_long_expiry_that_passes_validation_does_not_crash_the_workflow(
-    rig: Rig,
-) -> None:
-    """``problems`` only checks that ``expiry`` is positive. An expiry such as "4000000d"
-    (a typo for 4000000s) is accepted (saved, 201), but ``state.last_activity +
-    state.menu.expiry`` overflows ``datetime`` in ``_converse``: every workflow task that
-    reaches the wait fails (OverflowError) and is retried. The conversation can never
-    expire, nothing it does after a message is recorded (each retry replays from the last
-    good task), and it limps on only because each new signal re-runs the failing task.
-
-    Right: either ``problems`` rejects such an expiry (so it can't be saved) or the
-    conversation goes on; a saved definition must never wedge a conversation.
-    """
-    menu = shop_menu(expiry="4000000d")
-    if problems(menu):
-        return  # rejected at save time: fine
-    rig.store.save_menu(menu)
-    await rig.say("hi")
+async def test_an_expiry_validation_never_saw_is_capped_by_the_workflow(rig: Rig) -> None:
+    """``problems`` refuses an expiry over 30 days, but a run may carry a definition nobody
+    checked (stored before that rule, or built in code). An expiry such as "4000000d" (a
+    typo for 4000000s) would overflow ``datetime`` when the wait is computed and fail every
+    workflow task; the workflow caps its timer at ``MAX_EXPIRY`` instead, so the
+    conversation goes on and still expires."""
+    menu = shop_menu().model_copy(update={"expiry": timedelta(days=4_000_000)})
+    assert problems(menu), "validation refuses it: only an unchecked definition gets here"
+    began = await rig.env.get_current_time()
+    await handle_inbound(rig.store, "whatsapp", "wamid.h", PHONE, text="hi", received_at=began)
+    await rig.env.client.start_workflow(
+        MenuConversation.run,
+        MenuConversationInput(rig.channel, PHONE, menu),
+        id=rig.workflow_id,
+        task_queue=rig.task_queue,
+        start_signal="message",
+        start_signal_args=[MenuMessage("wamid.h", "hi")],
+    )
     await rig.replies(1)
-    await asyncio.sleep(1)
+
+    await rig.env.sleep(MAX_EXPIRY - timedelta(days=1))
+    view = await settled_view(rig)
+    assert view is not None and view.step == "initial", "still waiting a day before the cap"
+    await rig.env.sleep(timedelta(days=2))
+    result = await rig.result()
+    assert result.status == "expired" and result.ended_at is not None
+    assert MAX_EXPIRY <= result.ended_at - began < MAX_EXPIRY + timedelta(days=1)
     history = await rig.handle().fetch_history()
     failures = [
         event.workflow_task_failed_event_attributes.failure.message
@@ -203,13 +212,9 @@ ASK_NAME: dict[str, Any] = {
 
 
 async def test_question_reask_fills_placeholders(rig: Rig) -> None:
-    """A question without ``error`` is re-asked as ``f"{NOT_UNDERSTOOD} {step.message}"``
-    (menu_conversation.py, ``_handle``) without ``fill``: the customer gets the raw
-    ``{name}`` placeholder ("Thanks {name}! How many plants?") although the definition is
-    sound and the first asking filled it in.
-
-    Right: the re-ask is filled like the question itself: "... Thanks Ana! How many plants?"
-    """
+    """A question without ``error`` is re-asked as "Sorry, I did not understand that."
+    followed by the question, with its placeholders filled in like the first asking
+    ("... Thanks Ana! How many plants?"), never the raw ``{name}``."""
     rig.store.save_menu(sound(ASK_NAME))
     await rig.say("hi")
     assert text((await rig.replies(1))[0]) == "What is your name?"
@@ -247,15 +252,10 @@ TICKET: dict[str, Any] = {
 async def test_a_filled_in_body_longer_than_whatsapp_allows_is_not_silently_dropped(
     rig: Rig,
 ) -> None:
-    """``problems`` checks the body's length before placeholders are filled; a free-text
-    answer put into ``{issue}`` makes the body longer than WhatsApp's 1024 characters. The
-    Graph API refuses it, ``deliver`` reports ``failed`` and ``_send`` ignores that: the
-    customer who described their problem at length gets no confirmation menu - silence,
-    while the conversation waits for a reply to a message never shown.
-
-    Right: filled-in texts are kept within WhatsApp's limits (like ``_with_hint`` does for
-    the hint), so the step is delivered.
-    """
+    """``problems`` checks the body's length before placeholders are filled; a long
+    free-text answer put into ``{issue}`` could make it longer than WhatsApp's 1024
+    characters, which the Graph API refuses (the customer would get silence). Filled-in
+    texts are cut to WhatsApp's limits, so the confirmation menu is delivered."""
     rig.store.save_menu(sound(TICKET))
     await rig.say("help")
     await rig.replies(1)
@@ -272,15 +272,10 @@ async def test_a_filled_in_body_longer_than_whatsapp_allows_is_not_silently_drop
 async def test_a_redelivered_message_at_the_start_of_a_continued_run_is_dropped(
     rig: Rig,
 ) -> None:
-    """The ``message`` handler de-duplicates against ``self._seen``, but in a continued run
-    ``_seen`` is only merged with ``state.seen`` when ``run`` starts; a signal delivered in
-    the run's first activation (before ``run`` executes) is checked against an empty list
-    and queued. ``run`` merges ``_seen`` but never filters ``_pending``, so a message the
-    previous run already answered (the router re-sends a signal whose first RPC timed out)
-    is answered a second time: a duplicate reply and a wrong step transition.
-
-    Right: a message whose id is in ``state.seen`` is dropped in the new run too.
-    """
+    """A signal delivered in a continued run's first activation (before ``run`` executes)
+    is checked against an empty ``_seen``; ``run`` then drops those the previous run already
+    took (``state.seen``), so a message re-sent by the router (its first RPC timed out) is not
+    answered twice, nor moves the conversation a second step."""
     menu = shop_menu()
     now = await rig.env.get_current_time()
     await handle_inbound(rig.store, "whatsapp", "wamid.h", PHONE, text="hi", received_at=now)

@@ -32,7 +32,7 @@ def definition(name: str = "main_menu", **changes: Any) -> dict[str, Any]:
         "trigger_keywords": ["menu", "hi"],
         "priority": 0,
         "start": "initial",
-        "expiry": "24h",
+        "expiry": "23h",
         "expiry_message": "This chat has closed; write menu to start again.",
         "steps": {
             "initial": {

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         SessionStart,
         TranscriptEntry,
     )
+    from activities.policy import address_channel
     from workflows.delivery import send
     from workflows.menu_definition import MenuDefinition, MenuStep, check_answer
     from workflows.menu_payloads import (
@@ -50,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         words,
     )
     from workflows.search_attributes import CONTACT_ID, NUDGE_STATUS
+    from workflows.send_message import DeliveryStatus
 
 KIND = "menu"
 # Reads and idempotent writes (load or pick a menu, record a session's start) run as local
@@ -63,6 +65,7 @@ BOOKKEEPING = RetryPolicy(
 RESTART_WORDS = (["menu"], ["restart"])
 NOT_UNDERSTOOD = "Sorry, I did not understand that."
 UNAVAILABLE = "Sorry, that option is not available right now."
+NOT_DELIVERED = "failed: WhatsApp could not deliver the message sent at this step"
 TRANSCRIPT_LIMIT = 500
 """Entries kept in the workflow (and stored); a very long conversation keeps its latest."""
 SEEN_LIMIT = 200
@@ -70,6 +73,11 @@ MAX_EXPIRY = timedelta(days=365)
 """Definitions are checked for a sane expiry; this only keeps a timer within the calendar."""
 TEXT_CHANNELS = (ChannelName.whatsapp_twilio,)
 """Channels without interactive messages: menus are sent as numbered text."""
+SENT_STEPS_LIMIT = 100
+"""Recent messages whose step a delivery status can still be matched to."""
+QUEUE_BEFORE_RELEASE = "menu-queue-before-release"
+"""Patch: a released conversation takes the messages already queued (into its transcript)
+before it ends; runs begun earlier ended at once and routed them afresh in a new run."""
 
 
 @dataclass
@@ -88,6 +96,8 @@ class MenuConversation:
         self._state: MenuState | None = None
         self._fallbacks = 0
         self._answering = False
+        self._received = 0
+        self._failed: list[str] = []
 
     @workflow.signal
     def message(self, message: MenuMessage) -> None:
@@ -96,6 +106,7 @@ class MenuConversation:
             return
         self._seen = [*self._seen, message.provider_message_id][-SEEN_LIMIT:]
         self._pending.append(message)
+        self._received += 1
 
     @workflow.signal
     def opted_out(self) -> None:
@@ -106,6 +117,15 @@ class MenuConversation:
     def release(self) -> None:
         """An agent has finished with a handed-off conversation: end it."""
         self._released = True
+
+    @workflow.signal
+    def delivery_status(self, update: DeliveryStatus) -> None:
+        """What the provider reports about a message this conversation sent (the status
+        webhook signals the workflow that sent it). Only ``failed`` matters here: the customer
+        never got that message, so the transcript says so; the others change nothing."""
+        if update.status == "failed":
+            self._failed.append(update.idempotency_key)
+            self._note_failures()
 
     @workflow.query
     def view(self) -> MenuView | None:
@@ -118,6 +138,7 @@ class MenuConversation:
             state.handed_off,
             dict(state.context),
             len(self._pending) + self._answering,
+            self._received,
         )
 
     @workflow.run
@@ -128,6 +149,7 @@ class MenuConversation:
         # Signals can arrive before this method runs: drop those the last run already took.
         early = [m for m in self._pending if m.provider_message_id not in seen]
         self._pending = [*queued, *early]
+        self._received = len(early) + (carried.received if carried is not None else len(queued))
         self._seen = [*seen, *(i for i in self._seen if i not in seen)][-SEEN_LIMIT:]
         if carried is not None:
             carried.pending, carried.seen = [], []
@@ -148,6 +170,7 @@ class MenuConversation:
                     status=status, menu="", last_step="", ended_at=workflow.now()
                 )
         self._state = state
+        self._note_failures()
         try:
             ending = await self._converse(start, state)
         except asyncio.CancelledError:
@@ -203,8 +226,13 @@ class MenuConversation:
                 continue
             if await workflow.execute_activity_method(
                 MenuActivities.claim_fallback,
+                # Keyed by the address's channel: the same person over Twilio's WhatsApp and
+                # the Cloud API is one contact, with one fallback per period.
                 FallbackClaim(
-                    start.channel.value, start.address, workflow.now(), start.fallback_period
+                    address_channel(start.channel.value),
+                    start.address,
+                    workflow.now(),
+                    start.fallback_period,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=BOOKKEEPING,
@@ -228,7 +256,7 @@ class MenuConversation:
         while True:
             if self._opted_out:
                 return _Ending("handed_off" if state.handed_off else "cancelled", "opted out")
-            if state.handed_off and self._released:
+            if state.handed_off and self._released and not self._queued_before_release():
                 return _Ending("handed_off", "released by an agent")
             if not self._pending:
                 expiry = min(state.menu.expiry, MAX_EXPIRY)
@@ -258,7 +286,14 @@ class MenuConversation:
                 state.pending = list(self._pending)
                 state.seen = list(self._seen)
                 state.opted_out, state.released = self._opted_out, self._released
+                state.received = self._received
                 workflow.continue_as_new(dataclasses.replace(start, state=state, leftovers=[]))
+
+    def _queued_before_release(self) -> bool:
+        """Messages the customer wrote before the agent released them were written to the
+        agent: they go into the transcript (the bot stays quiet) before the conversation
+        ends, rather than being routed afresh as if the customer had just said hello."""
+        return bool(self._pending) and workflow.patched(QUEUE_BEFORE_RELEASE)
 
     def _should_continue_as_new(self, start: MenuConversationInput) -> bool:
         info = workflow.info()
@@ -342,6 +377,7 @@ class MenuConversation:
         state.menu = other
         state.context = {}
         state.transcript = []
+        state.sent_steps = {}
         await self._start_session(start, state)
         return await self._show(start, state, other.start)
 
@@ -389,6 +425,10 @@ class MenuConversation:
         interactive: dict[str, Any] | None = None,
     ) -> _Ending | None:
         state.sent += 1
+        key = f"{state.session_id}:{state.sent}"
+        # Noted before sending: a failure report may come in with the send's own result.
+        recent = [*state.sent_steps.items(), (key, state.step)][-SENT_STEPS_LIMIT:]
+        state.sent_steps = dict(recent)
         shown = text
         if interactive is not None:
             shown = _as_text(interactive)
@@ -399,7 +439,7 @@ class MenuConversation:
         text = clamp(text, TEXT_LIMIT)
         outcome = await send(
             DeliverRequest(
-                idempotency_key=f"{state.session_id}:{state.sent}",
+                idempotency_key=key,
                 workflow_id=workflow.info().workflow_id,
                 channel=start.channel,
                 to=start.address,
@@ -414,9 +454,24 @@ class MenuConversation:
             return _Ending("cancelled", outcome.reason or "the customer opted out")
         return None
 
-    def _note(self, state: MenuState, direction: str, text: str) -> None:
-        entry = TranscriptEntry(at=workflow.now(), direction=direction, text=text, step=state.step)
+    def _note(self, state: MenuState, direction: str, text: str, step: str | None = None) -> None:
+        entry = TranscriptEntry(
+            at=workflow.now(), direction=direction, text=text, step=step or state.step
+        )
         state.transcript = [*state.transcript, entry][-TRANSCRIPT_LIMIT:]
+
+    def _note_failures(self) -> None:
+        """Operators see in the transcript which message the customer never got, at the step
+        it was sent from. Failures of other messages (a fallback, a menu left behind) are
+        dropped; those reported before the run has taken up its state wait for it."""
+        state = self._state
+        if state is None:
+            return
+        for key in self._failed:
+            step = state.sent_steps.pop(key, None)
+            if step is not None:
+                self._note(state, "status", NOT_DELIVERED, step)
+        self._failed = []
 
     async def _expire(self, start: MenuConversationInput, state: MenuState) -> _Ending:
         if state.handed_off:

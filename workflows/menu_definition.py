@@ -7,7 +7,8 @@ Cloud API ``interactive`` object, so operators can paste Meta's own examples.
 
 ``problems`` lists everything wrong with a definition at once, each with its path, so the API
 can answer one 422 that names every problem. ``check_answer`` is the one place a customer's
-answer to a question is checked and normalized.
+answer to a question is checked and normalized; it runs inside the conversation's workflow,
+so an operator's ``regex`` is bounded (``MAX_PATTERN``, ``MAX_CHECKED_ANSWER``).
 
 Limits are Meta's documented ones for interactive messages, counted in characters (Python
 code points): reply buttons 1-3, button title 20, button id 256; list button text 20, at most
@@ -22,6 +23,7 @@ channels without interactive messages, where a media header has nothing to show.
 # Pure and deterministic (no I/O, clocks or randomness): imported by the workflow through
 # passthrough.
 
+import importlib
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -35,6 +37,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 DEFAULT_EXPIRY = timedelta(hours=24)
 MAX_EXPIRY = timedelta(days=30)
 """A month without a word is not a conversation any more (and keeps timers sane)."""
+WHATSAPP_WINDOW = timedelta(hours=24)
+"""Meta's customer-service window: free-form text only this long after the customer's last
+message. An expiry this long or longer has always outlived it, so its message can't be sent."""
+MAX_PATTERN = 200
+"""Characters in a ``regex`` check. Patterns run inside the conversation's workflow task, so
+they are kept to what a field check needs (see also ``MAX_CHECKED_ANSWER``)."""
+MAX_CHECKED_ANSWER = 1000
+"""An answer longer than this fails a ``regex`` check without running the pattern: the time a
+backtracking pattern takes grows with the answer, and a blocked workflow task is retried."""
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 """``{name}``, but not inside ``{{name}}`` (literal braces); the same pattern as the filler."""
@@ -204,6 +215,16 @@ def _definition_problems(definition: MenuDefinition) -> list[Problem]:
         days = definition.expiry.total_seconds() / 86400
         found.append(
             Problem("expiry", f"expiry is {days:g} days; at most {MAX_EXPIRY.days} days, e.g. 24h")
+        )
+    if definition.expiry_message and definition.expiry >= WHATSAPP_WINDOW:
+        hours = definition.expiry.total_seconds() / 3600
+        found.append(
+            Problem(
+                "expiry_message",
+                f"the expiry message can never be sent: with expiry {hours:g}h, WhatsApp's "
+                "24-hour window has closed before the conversation expires; set expiry below "
+                "24h (e.g. 23h) or remove expiry_message",
+            )
         )
     if not definition.steps:
         found.append(Problem("steps", "a menu needs at least one step"))
@@ -675,11 +696,61 @@ def _regex_problems(path: str, validator: dict[str, str]) -> list[Problem]:
     pattern = validator["regex"]
     if not pattern:
         return [Problem(f"{path}.regex", "the pattern is empty")]
+    if len(pattern) > MAX_PATTERN:
+        return [
+            Problem(
+                f"{path}.regex",
+                f"the pattern is {len(pattern)} characters; at most {MAX_PATTERN} (it checks one "
+                "answer: split a longer check into questions, or use a list of answers)",
+            )
+        ]
     try:
         re.compile(pattern)
     except re.error as error:
         return [Problem(f"{path}.regex", f"the pattern {pattern!r} is not valid: {error}")]
+    if _nested_repeat(pattern):
+        return [
+            Problem(
+                f"{path}.regex",
+                f"the pattern {pattern!r} repeats a group that itself repeats (like (a+)+): "
+                "such a pattern can take minutes on one unlucky answer; repeat only the inner "
+                "part, e.g. [A-Za-z ]+ instead of ([A-Za-z]+ ?)+",
+            )
+        ]
     return []
+
+
+def _nested_repeat(pattern: str) -> bool:
+    """True when an unbounded repeat holds another unbounded repeat: the shape behind
+    catastrophic backtracking, which Python's ``re`` cannot time out. Answers are checked in
+    the workflow, where a stuck check would stall every message of the conversation."""
+    # The parse tree ``re`` itself compiles from (private modules, hence not typed).
+    _parser: Any = importlib.import_module("re._parser")
+    _constants: Any = importlib.import_module("re._constants")
+
+    unbounded = (_constants.MAX_REPEAT, _constants.MIN_REPEAT)
+
+    def walk(items: Any, inside: bool) -> bool:
+        for op, argument in items:
+            if op in unbounded:
+                _, high, body = argument
+                repeats = high == _constants.MAXREPEAT
+                if repeats and inside:
+                    return True
+                if walk(body, inside or repeats):
+                    return True
+            elif op == _constants.SUBPATTERN:
+                if walk(argument[-1], inside):
+                    return True
+            elif op == _constants.BRANCH:
+                if any(walk(branch, inside) for branch in argument[1]):
+                    return True
+            elif op in (_constants.ASSERT, _constants.ASSERT_NOT):
+                if walk(argument[1], inside):
+                    return True
+        return False
+
+    return walk(_parser.parse(pattern), False)
 
 
 def _end_problems(path: str, step: MenuStep) -> list[Problem]:
@@ -798,6 +869,7 @@ def check_answer(step: MenuStep, text: str) -> str | None:
     without leading zeros, phones as digits (``+`` kept), dates as ISO, list answers in the
     definition's own spelling. A blank answer is never accepted. The built-in checks read any
     decimal digits (e.g. Arabic-Indic) as ASCII ones; free text is saved as typed (stripped).
+    A ``regex`` check refuses an answer over ``MAX_CHECKED_ANSWER`` characters unread.
     """
     answer = text.strip()
     validator = step.validate_
@@ -861,6 +933,8 @@ def _one_of(accepted: list[str], answer: str) -> str | None:
 
 
 def _matches(pattern: str | None, answer: str) -> str | None:
+    if len(answer) > MAX_CHECKED_ANSWER:
+        return None
     try:
         return answer if pattern and re.fullmatch(pattern, answer) else None
     except re.error:

@@ -52,6 +52,11 @@ class MenuState:
     seen: list[str] = field(default_factory=list)
     opted_out: bool = False
     released: bool = False
+    received: int = 0
+    """Customer messages the conversation has taken, over all its runs (retries not counted)."""
+    sent_steps: dict[str, str] = field(default_factory=dict)
+    """The step each recent message was sent from, by its idempotency key: a delivery
+    status names the key."""
 
 
 @dataclass
@@ -98,3 +103,5 @@ class MenuView:
     pending: int
     """Customer messages not yet fully handled: those queued and the one being answered.
     A view with ``pending == 0`` has settled (its step and hand-off are final for now)."""
+    received: int = 0
+    """Customer messages the conversation has taken so far (a provider's retry once)."""
