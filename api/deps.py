@@ -33,12 +33,14 @@ class TemporalConnector:
             return self._client
 
 
-def get_store(request: Request) -> Store:
+# Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop
+# per request for what is an attribute read.
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

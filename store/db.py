@@ -7,7 +7,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Insert, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,6 +34,14 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+def insert_new(session: Session, model: Any, unique: list[str]) -> Insert:
+    """INSERT that skips a row whose ``unique`` columns are already stored (a provider's
+    retry): one statement, on SQLite and PostgreSQL, instead of catching IntegrityError."""
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement: Insert = module.insert(model).on_conflict_do_nothing(index_elements=unique)
+    return statement
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from store.db import insert_new
 from store.models import (
     Contact,
     ContactChannel,
@@ -169,35 +170,44 @@ class DeliveryStore:
         occurred_at: datetime,
         error_code: str | None = None,
     ) -> StatusResult:
-        try:
-            with self.sessions.begin() as session:
-                session.add(
-                    DeliveryEvent(
-                        provider=provider,
-                        provider_message_id=provider_message_id,
-                        status=status,
-                        error_code=error_code,
-                        occurred_at=occurred_at,
-                    )
-                )
-        except IntegrityError:
-            return StatusResult(new=False, advanced=False, idempotency_key=None, workflow_id=None)
         with self.sessions.begin() as session:
-            row = session.scalar(
-                select(OutboxMessage)
-                .where(OutboxMessage.provider_message_id == provider_message_id)
-                .with_for_update()
-            )
-            if row is None:  # not marked sent yet: ``apply_stored_status`` will find it
-                return StatusResult(
-                    new=True, advanced=False, idempotency_key=None, workflow_id=None
+            stored = session.connection().scalar(
+                insert_new(session, DeliveryEvent, ["provider", "provider_message_id", "status"])
+                .values(
+                    provider=provider,
+                    provider_message_id=provider_message_id,
+                    status=status,
+                    error_code=error_code,
+                    occurred_at=occurred_at,
                 )
-            return StatusResult(
-                new=True,
-                advanced=_advance(row, status, occurred_at, error_code),
-                idempotency_key=row.idempotency_key,
-                workflow_id=row.workflow_id,
+                .returning(DeliveryEvent.id)
             )
+        if stored is None:  # a provider's retry of a status already recorded
+            return StatusResult(new=False, advanced=False, idempotency_key=None, workflow_id=None)
+        # Committed first, then applied: ``apply_stored_status`` relies on that order. One
+        # conditional UPDATE keeps the furthest status without reading the row first; no row
+        # means not ours, not marked sent yet (the mark applies it), or already further.
+        behind = [name for name, rank in STATUS_RANK.items() if rank < STATUS_RANK.get(status, 0)]
+        values: dict[str, object] = {"status": status, "status_at": occurred_at}
+        if error_code:
+            values["error"] = status_error(error_code)
+        with self.sessions.begin() as session:
+            moved = (
+                session.connection()
+                .execute(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.provider_message_id == provider_message_id,
+                        OutboxMessage.status.in_(behind),
+                    )
+                    .values(**values)
+                    .returning(OutboxMessage.idempotency_key, OutboxMessage.workflow_id)
+                )
+                .first()
+            )
+        if moved is None:
+            return StatusResult(new=True, advanced=False, idempotency_key=None, workflow_id=None)
+        return StatusResult(new=True, advanced=True, idempotency_key=moved[0], workflow_id=moved[1])
 
     def apply_stored_status(self, provider_message_id: str) -> bool:
         """Apply the furthest status already stored for a message that has only now been

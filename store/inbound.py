@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import Insert, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from store.db import insert_new
 from store.models import Contact, ContactChannel, InboundMessage, Suppression, utcnow
 
 if TYPE_CHECKING:
@@ -114,12 +114,18 @@ class InboundStore:
         route_channel: str | None,
         opt: OptChange | None,
     ) -> InboundResult:
-        link = _channel_link(session, channel, address, name=name)
+        contact_id = session.connection().scalar(
+            select(ContactChannel.contact_id).where(
+                ContactChannel.channel == channel, ContactChannel.address == address
+            )
+        )
+        if contact_id is None:
+            contact_id = _channel_link(session, channel, address, name=name).contact_id
         now = utcnow()
         values = {
             "channel": channel,
             "provider_message_id": provider_message_id,
-            "contact_id": link.contact_id,
+            "contact_id": contact_id,
             "address": address,
             "body": body,
             "kind": kind,
@@ -129,11 +135,13 @@ class InboundStore:
             "route_claimed_at": now if route_channel else None,
             "route_attempts": 1 if route_channel else 0,
         }
-        inserted = session.scalar(
-            _insert_new(session).values(**values).returning(InboundMessage.id)
+        inserted = session.connection().scalar(
+            insert_new(session, InboundMessage, ["channel", "provider_message_id"])
+            .values(**values)
+            .returning(InboundMessage.id)
         )
         if inserted is None:  # a provider's retry: route it only if nobody has, or is
-            existing = session.scalar(
+            existing = session.connection().scalar(
                 select(InboundMessage.id).where(
                     InboundMessage.channel == channel,
                     InboundMessage.provider_message_id == provider_message_id,
@@ -142,21 +150,32 @@ class InboundStore:
             assert existing is not None
             return InboundResult(
                 new=False,
-                contact_id=link.contact_id,
+                contact_id=contact_id,
                 inbound_id=existing,
                 route=_take_lease(session, existing, now),
             )
-        if link.last_inbound_at is None or link.last_inbound_at < received_at:
-            link.last_inbound_at = received_at
+        # The WhatsApp window runs from the latest message, whatever order they arrive in.
+        session.connection().execute(
+            update(ContactChannel)
+            .where(
+                ContactChannel.channel == channel,
+                ContactChannel.address == address,
+                or_(
+                    ContactChannel.last_inbound_at.is_(None),
+                    ContactChannel.last_inbound_at < received_at,
+                ),
+            )
+            .values(last_inbound_at=received_at)
+        )
         if opt is not None:
             _apply_opt(session, channel, address, opt, body)
         return InboundResult(
-            new=True, contact_id=link.contact_id, inbound_id=inserted, route=bool(route_channel)
+            new=True, contact_id=contact_id, inbound_id=inserted, route=bool(route_channel)
         )
 
     def mark_routed(self, inbound_id: int) -> None:
         with self.sessions.begin() as session:
-            session.execute(
+            session.connection().execute(
                 update(InboundMessage)
                 .where(InboundMessage.id == inbound_id)
                 .values(routed_at=utcnow(), route_claimed_at=None)
@@ -225,19 +244,9 @@ class InboundStore:
             return int(session.scalar(select(func.count(InboundMessage.id))) or 0)
 
 
-def _insert_new(session: Session) -> Insert:
-    """INSERT that skips a message already stored (same channel and provider id)."""
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    statement: Insert = module.insert(InboundMessage).on_conflict_do_nothing(
-        index_elements=["channel", "provider_message_id"]
-    )
-    return statement
-
-
 def _take_lease(session: Session, inbound_id: int, now: datetime) -> bool:
     """One conditional UPDATE: of two processes asking at once, one gets the lease."""
-    result = session.execute(
+    result = session.connection().execute(
         update(InboundMessage)
         .where(
             InboundMessage.id == inbound_id,
@@ -250,7 +259,6 @@ def _take_lease(session: Session, inbound_id: int, now: datetime) -> bool:
             ),
         )
         .values(route_claimed_at=now, route_attempts=InboundMessage.route_attempts + 1)
-        .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0) == 1)
 
