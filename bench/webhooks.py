@@ -35,9 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 from sqlalchemy import select  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from bench.common import Connection, dev_server, milliseconds, raw_post  # noqa: E402
 from settings import Settings, TemporalSettings, TwilioSettings, WhatsAppSettings  # noqa: E402
 from store.db import upgrade  # noqa: E402
 from store.models import DeliveryEvent, InboundMessage  # noqa: E402
@@ -45,7 +44,6 @@ from store.repo import OutboxStatus, Store  # noqa: E402
 from tests.fakes.graph import FakeGraph  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 from tests.fakes.twilio import FakeTwilio  # noqa: E402
-from workflows.search_attributes import ALL  # noqa: E402
 
 APP_SECRET = "bench-meta-app-secret"
 OUR_NUMBER = "+15005550006"
@@ -59,11 +57,6 @@ class Request:
     provider_id: str
     content: bytes
     headers: dict[str, str]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def serve(database_url: str, port: int, account_sid: str, auth_token: str, temporal: str) -> None:
@@ -139,54 +132,29 @@ def build_requests(
     return made
 
 
-def raw_request(request: Request, host: str) -> bytes:
-    """The whole HTTP/1.1 request, built before the clock starts."""
-    head = [f"POST {request.path} HTTP/1.1", f"Host: {host}"]
-    head += [f"{name}: {value}" for name, value in request.headers.items()]
-    head.append(f"Content-Length: {len(request.content)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + request.content
-
-
-async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
-    """Send one request on a kept-alive connection and read its whole answer: the status."""
-    writer.write(raw)
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    code = int(lines[0].split()[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-    if length:
-        await reader.readexactly(length)
-    return code
-
-
 async def post_all(
     base_url: str, requests: list[Request], concurrency: int
 ) -> tuple[list[float], Counter[int], float]:
     """Each of ``concurrency`` kept-alive connections posts its next request as soon as the
-    last one is answered. A plain socket client: an HTTP library here spends more CPU than
-    the service under test (measured: httpx used a whole core at ~100 requests/s)."""
+    last one is answered."""
     latencies: list[float] = []
     codes: Counter[int] = Counter()
     url = httpx.URL(base_url)
     host = f"{url.host}:{url.port}"
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for request in requests:
-        queue.put_nowait(raw_request(request, host))
+        queue.put_nowait(raw_post(host, request.path, request.content, request.headers))
 
     async def worker() -> None:
-        reader, writer = await asyncio.open_connection(url.host, url.port)
+        connection = await Connection.open(url.host, url.port or 80)
         try:
             while not queue.empty():
                 raw = queue.get_nowait()
                 began = time.perf_counter()
-                codes[await exchange(reader, writer, raw)] += 1
+                codes[await connection.exchange(raw)] += 1
                 latencies.append(time.perf_counter() - began)
         finally:
-            writer.close()
+            connection.close()
 
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -244,13 +212,7 @@ async def run(
     """Post the webhooks at the service in its own process, with a Temporal dev server to
     route messages and signal statuses to (no conversation or sender runs: each routing and
     each status signal is one RPC that finds no workflow, as for most traffic)."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=ALL,
-        dev_server_log_level="error",
-        ui=False,
-    )
+    env = await dev_server()
     store = Store.from_url(url)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -308,11 +270,7 @@ def main() -> None:
     print(f"{args.concurrency} connections, {database}")
     print(f"  status codes   {dict(sorted(codes.items()))}")
     print(f"  throughput     {len(requests) / elapsed:8.1f} requests/s ({elapsed:.2f} s)")
-    print(
-        f"  latency        p50 {percentile(latencies, 0.5) * 1000:6.1f} ms   "
-        f"p99 {percentile(latencies, 0.99) * 1000:6.1f} ms   "
-        f"max {max(latencies) * 1000:6.1f} ms"
-    )
+    print(f"  latency        {milliseconds(latencies)}")
     total_ids = sum(ids for ids, _ in found.values())
     total_once = sum(once for _, once in found.values())
     for kind, (ids, once) in found.items():

@@ -16,15 +16,12 @@ Watch out for:
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-import openai
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types as genai_types
 
 from integrations.errors import NotFound, ProviderError, Rejected, RetryLater
 from integrations.http import retry_after_seconds
@@ -32,9 +29,16 @@ from integrations.http import retry_after_seconds
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from google.genai import types as genai_types
+
     from settings import Settings
 
+# The SDKs are imported where a provider is built or called, not here: together they take
+# about two seconds to import, which every process (the HTTP service too) would otherwise pay
+# at start-up whether or not an LLM is configured.
 
+
+@functools.cache
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """Network failures as raised by whichever HTTP stack google-genai picked.
 
@@ -56,8 +60,6 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
         pass
     return tuple(found)
 
-
-_TRANSPORT_ERRORS = _transport_errors()
 
 _GEMINI_API_VERSION = "v1beta"
 """google-genai 3.x defaults to ``v1``; the REST reference (and thinkingConfig) is ``v1beta``."""
@@ -163,6 +165,9 @@ class GeminiGenerator:
         self.name = f"{self.provider}:{model}"
         self.thinking_budget = thinking_budget
         self.thinking_level = thinking_level
+        from google import genai
+        from google.genai import types as genai_types
+
         self._client = genai.Client(
             api_key=api_key,
             # Pinned so GOOGLE_GENAI_USE_VERTEXAI in the environment cannot reroute the key.
@@ -177,6 +182,8 @@ class GeminiGenerator:
         )
 
     def _thinking_config(self) -> genai_types.ThinkingConfig | None:
+        from google.genai import types as genai_types
+
         if self.model.startswith(_BUDGET_MODELS):
             if self.thinking_budget is None:
                 return None
@@ -194,6 +201,9 @@ class GeminiGenerator:
         temperature: float | None = None,
         max_output_tokens: int | None = None,
     ) -> Generated:
+        from google.genai import errors as genai_errors
+        from google.genai import types as genai_types
+
         config = genai_types.GenerateContentConfig(
             temperature=temperature,
             max_output_tokens=max_output_tokens,
@@ -212,7 +222,7 @@ class GeminiGenerator:
                 body=json.dumps(exc.details, default=str)[:2000],
                 retry_after=_first_known(_header_delay(headers), _google_retry_delay(exc.details)),
             ) from exc
-        except _TRANSPORT_ERRORS as exc:
+        except _transport_errors() as exc:
             raise RetryLater(self.provider, f"request failed: {exc!r}") from exc
         return _gemini_result(response)
 
@@ -245,6 +255,8 @@ class OpenAIGenerator:
     ) -> None:
         self.model = model
         self.name = f"{self.provider}:{model}"
+        import openai
+
         self._client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url or None, max_retries=0, timeout=timeout
         )
@@ -256,6 +268,8 @@ class OpenAIGenerator:
         temperature: float | None = None,
         max_output_tokens: int | None = None,
     ) -> Generated:
+        import openai
+
         # Omitted rather than sent as null: compatible servers differ on what null means.
         options: dict[str, Any] = {}
         if temperature is not None:

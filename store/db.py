@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, Insert, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -49,6 +50,10 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(url: str) -> Config:
+    # Alembic is imported on use: a process that never migrates (a worker, the HTTP service)
+    # is spared its start-up cost.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -59,4 +64,6 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to run on every start."""
     engine = make_engine(url)  # creates the SQLite folder when needed
     engine.dispose()
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -183,9 +184,11 @@ class FakeGraph:
         self.display_phone_number = display_phone_number
         self.waba_id = waba_id
         self.sent: list[dict[str, Any]] = []
+        """Every accepted request body, exactly as received."""
+        self.on_send: Callable[[dict[str, Any]], None] | None = None
+        """Called with each accepted body (a benchmark in another process listens here)."""
         self.hold = HoldAfterAccept()
         """``hold.hold_next(seconds)``: answer the next accepted send late."""
-        """Every accepted request body, exactly as received."""
         self.outside_window: set[str] = set()
         """Recipients (``to`` as sent) whose 24-hour window is closed: only templates pass."""
         self._faults: list[_Fault] = []
@@ -261,6 +264,8 @@ class FakeGraph:
         wamid = self.new_wamid()
         with self._lock:
             self.sent.append(body)
+        if self.on_send is not None:
+            self.on_send(body)
         await self.hold.accepted_then_maybe_hold()
         sent: dict[str, Any] = {"id": wamid}
         if kind == "template":
