@@ -28,10 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
+from bench.common import dev_server, milliseconds  # noqa: E402
 from settings import _duration_list, format_duration  # noqa: E402
 from store.db import upgrade  # noqa: E402
 from store.repo import Store  # noqa: E402
@@ -43,22 +42,12 @@ from workflows.helpdesk_followup import (  # noqa: E402
     HelpdeskFollowUp,
     workflow_id_for,
 )
-from workflows.search_attributes import ALL  # noqa: E402
 
 TAG = "Needs-Sales-Followup"
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def describe(name: str, values: list[float]) -> str:
-    return (
-        f"{name:<28} p50 {percentile(values, 0.5) * 1000:8.1f} ms   "
-        f"p99 {percentile(values, 0.99) * 1000:8.1f} ms   max {max(values) * 1000:8.1f} ms"
-    )
+    return f"{name:<28} {milliseconds(values)}"
 
 
 def serve_fakes(sequences: int, pipe: Connection) -> None:
@@ -90,13 +79,7 @@ async def main(sequences: int, waits: list[timedelta], concurrency: int, rate: f
         target=serve_fakes, args=(sequences, theirs)
     )
     child.start()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=ALL,
-        dev_server_log_level="error",
-        ui=False,
-    )
+    env = await dev_server()
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         reamaze_url, gemini_url = ours.recv()
