@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, Insert, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -43,6 +47,22 @@ def insert_new(session: Session, model: Any, unique: list[str]) -> Insert:
     module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement: Insert = module.insert(model).on_conflict_do_nothing(index_elements=unique)
     return statement
+
+
+def retrying_conflicts(
+    sessions: sessionmaker[Session], work: Callable[[Session], T], attempts: int = 3
+) -> T:
+    """Run ``work`` in a transaction of its own; when a concurrent writer inserted the same
+    unique row first (two first messages from a new number, two first saves of a menu), run
+    it again: this time it finds that row instead of inserting it."""
+    for attempt in range(attempts):
+        try:
+            with sessions.begin() as session:
+                return work(session)
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

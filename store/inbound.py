@@ -14,10 +14,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.db import insert_new
+from store.db import insert_new, retrying_conflicts
 from store.models import Contact, ContactChannel, InboundMessage, Suppression, utcnow
 
 if TYPE_CHECKING:
@@ -76,28 +75,22 @@ class InboundStore:
         forward and apply an opt-out (``opt="out"``) or opt-in, all in one transaction: a
         STOP is never stored without its suppression. With ``route_channel`` the caller gets
         the routing lease of a new message, or of a retried one left unrouted."""
-        for attempt in range(3):
-            try:
-                with self.sessions.begin() as session:
-                    return self._record(
-                        session,
-                        channel,
-                        provider_message_id,
-                        address,
-                        body=body,
-                        received_at=received_at,
-                        kind=kind,
-                        reply_id=reply_id,
-                        name=name,
-                        route_channel=route_channel,
-                        opt=opt,
-                    )
-            except IntegrityError:
-                # Two first messages from a new number raced to create its contact: the
-                # loser goes again and finds the winner's.
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return retrying_conflicts(
+            self.sessions,
+            lambda session: self._record(
+                session,
+                channel,
+                provider_message_id,
+                address,
+                body=body,
+                received_at=received_at,
+                kind=kind,
+                reply_id=reply_id,
+                name=name,
+                route_channel=route_channel,
+                opt=opt,
+            ),
+        )
 
     def _record(
         self,
@@ -230,14 +223,9 @@ class InboundStore:
 
     def contact_for(self, channel: str, address: str) -> int:
         """The contact known by this address, created when new."""
-        for attempt in range(3):
-            try:
-                with self.sessions.begin() as session:
-                    return _channel_link(session, channel, address).contact_id
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return retrying_conflicts(
+            self.sessions, lambda session: _channel_link(session, channel, address).contact_id
+        )
 
     def count_inbound(self) -> int:
         with self.sessions() as session:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from store.db import retrying_conflicts
 from store.models import BusinessEvent, FallbackReply, Menu, MenuSession
 from workflows.menu_definition import MenuDefinition
 
@@ -77,22 +78,19 @@ class MenuStore:
     def save_menu(self, definition: MenuDefinition) -> bool:
         """Create or replace the menu of this name; True when it was created."""
         text = json.dumps(definition.model_dump(mode="json", by_alias=True))
-        for attempt in range(3):  # a concurrent first save of the same name wins once
-            try:
-                with self.sessions.begin() as session:
-                    row = session.get(Menu, definition.name)
-                    created = row is None
-                    if row is None:
-                        row = Menu(name=definition.name)
-                        session.add(row)
-                    row.definition = text
-                    row.priority = definition.priority
-                    row.active = definition.active
-                return created
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+
+        def save(session: Session) -> bool:
+            row = session.get(Menu, definition.name)
+            created = row is None
+            if row is None:
+                row = Menu(name=definition.name)
+                session.add(row)
+            row.definition = text
+            row.priority = definition.priority
+            row.active = definition.active
+            return created
+
+        return retrying_conflicts(self.sessions, save)
 
     def get_menu(self, name: str) -> MenuDefinition | None:
         with self.sessions() as session:
@@ -169,25 +167,21 @@ class MenuStore:
         """
         if status not in SESSION_STATUSES or status == "active":
             raise ValueError(f"status: {status!r} is not an ending of a menu session")
-        for attempt in range(3):
-            try:
-                with self.sessions.begin() as session:
-                    row = _session_row(session, session_id, for_update=True)
-                    if row is None:
-                        row = _session_from_id(session_id, transcript, ended_at)
-                        session.add(row)
-                    elif row.ended_at is not None and not (row.status == status == "handed_off"):
-                        return
-                    row.status = status
-                    row.last_step = last_step
-                    row.context = dict(context)
-                    row.transcript = list(transcript)
-                    row.ended_at = ended_at
+
+        def end(session: Session) -> None:
+            row = _session_row(session, session_id, for_update=True)
+            if row is None:
+                row = _session_from_id(session_id, transcript, ended_at)
+                session.add(row)
+            elif row.ended_at is not None and not (row.status == status == "handed_off"):
                 return
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+            row.status = status
+            row.last_step = last_step
+            row.context = dict(context)
+            row.transcript = list(transcript)
+            row.ended_at = ended_at
+
+        retrying_conflicts(self.sessions, end)
 
     def list_menu_sessions(
         self, menu: str, *, status: str | None = None, limit: int = 100
