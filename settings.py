@@ -241,6 +241,15 @@ class SupportBoardSettings(BaseModel):
         return bool(self.url and self.token)
 
 
+class DeliverySettings(BaseModel):
+    """The send path itself (policy -> outbox -> channel)."""
+
+    in_flight_grace: Duration = timedelta(minutes=2)
+    """A send another attempt left ``sending`` is waited for this long (that attempt may be
+    alive but slow, e.g. a worker too busy to heartbeat) before it is reported ``unknown``.
+    Longer than any provider call may take; never a reason to send twice."""
+
+
 class PolicySettings(BaseModel):
     quiet_hours_start: str = "21:00"
     """Marketing messages are held from here (in the contact's time zone) ..."""
@@ -319,6 +328,7 @@ class Settings(BaseSettings):
     fcm: FcmSettings = Field(default_factory=FcmSettings)
     support_board: SupportBoardSettings = Field(default_factory=SupportBoardSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     menus: MenusSettings = Field(default_factory=MenusSettings)
 
     @property

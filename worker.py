@@ -127,6 +127,7 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
                     settings, key, channel, address
                 ),
                 status_callback=f"{settings.public_url.rstrip('/')}/webhooks/twilio/status",
+                in_flight_grace=settings.delivery.in_flight_grace,
             ),
             menus=MenuActivities(store),
         )

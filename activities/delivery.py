@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from temporalio import activity
@@ -105,6 +105,7 @@ class DeliveryActivities:
         *,
         unsubscribe_url: Any = None,
         status_callback: str = "",
+        in_flight_grace: timedelta = timedelta(minutes=2),
     ) -> None:
         """``channels`` maps every channel to its client, or to None for sandbox mode."""
         self.channels = channels
@@ -112,6 +113,7 @@ class DeliveryActivities:
         self.policy = policy
         self.unsubscribe_url = unsubscribe_url
         self.status_callback = status_callback
+        self.in_flight_grace = in_flight_grace
 
     @activity.defn
     async def deliver(self, request: DeliverRequest) -> DeliveryOutcome:
@@ -249,14 +251,24 @@ class DeliveryActivities:
         """The answer when the row is past ``pending`` (an earlier or concurrent attempt got
         to it): a final status is returned as it is; a send in flight is never repeated.
 
-        ``sending`` means an attempt called the provider and has not marked the answer: it
-        died (these providers take no idempotency key, so we cannot ask whether the message
-        arrived), or it is still alive while Temporal runs this one. Either way the row is
-        reported ``unknown`` rather than risk a second message; a live attempt that hears
-        back later still marks what the provider said.
+        ``sending`` means an attempt called the provider and has not marked the answer. It
+        may be alive but slow (a worker too busy to heartbeat in time makes Temporal start
+        this attempt): within ``in_flight_grace`` of its start this attempt steps back and
+        is retried later, by when the first has marked what the provider said. Past the
+        grace the first attempt died mid-call; these providers take no idempotency key, so
+        we cannot ask whether the message arrived, and the row is reported ``unknown``
+        rather than risk a second message.
         """
         row = await _db(self.store.get_outbox, key)
         assert row is not None
+        started = row.updated_at
+        if row.status == OutboxStatus.sending and (
+            started is not None and datetime.now(UTC) - started < self.in_flight_grace
+        ):
+            raise ApplicationError(
+                f"outbox row {key}: an earlier attempt is sending it; asking again later",
+                type="RetryLater",
+            )
         if row.status == OutboxStatus.sending:
             marked = await _db(
                 self.store.take_outbox,
@@ -314,10 +326,23 @@ class DeliveryActivities:
                 return await self._as_stored(key)
             log.info("sandbox %s -> %s: %s", request.channel.value, request.to, message.text[:200])
             return DeliveryOutcome(status=OutboxStatus.sandboxed)
-        if await _db(self.store.take_outbox, key, OutboxStatus.sending) is None:
+        # From taking the row to recording the provider's answer is one unit that a cancel
+        # (e.g. a heartbeat timeout of a busy worker) waits for: honoured in between, it
+        # would leave the row ``sending`` with nothing sent, or sent with nothing recorded.
+        outcome = await shielded_with_heartbeat(self._send_and_record(request, message, channel))
+        if outcome is None:
             return await self._as_stored(key)
+        return outcome
+
+    async def _send_and_record(
+        self, request: DeliverRequest, message: OutboundMessage, channel: Channel
+    ) -> DeliveryOutcome | None:
+        """None when another attempt took the row first."""
+        key = request.idempotency_key
+        if await _db(self.store.take_outbox, key, OutboxStatus.sending) is None:
+            return None
         try:
-            receipt = await shielded_with_heartbeat(channel.send(message))
+            receipt = await channel.send(message)
         except RecipientOptedOut as error:
             where, address = self._address(request)
             await _db(

@@ -75,6 +75,8 @@ class OutboxRow:
     sent_at: datetime | None
     contact_id: int | None = None
     status_at: datetime | None = None
+    updated_at: datetime | None = None
+    """When the row last changed: for a ``sending`` row, when its attempt took it."""
 
     @classmethod
     def of(cls, row: OutboxMessage) -> OutboxRow:
@@ -93,6 +95,7 @@ class OutboxRow:
             sent_at=row.sent_at,
             contact_id=row.contact_id,
             status_at=row.status_at,
+            updated_at=row.updated_at,
         )
 
 

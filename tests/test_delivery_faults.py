@@ -53,6 +53,9 @@ async def test_worker_killed_mid_send_on_two_channels(
             "NUDGE_WHATSAPP__GRAPH_URL": graph_url,
             "NUDGE_POLICY__QUIET_HOURS_START": "00:00",
             "NUDGE_POLICY__QUIET_HOURS_END": "00:00",
+            # The replacement's retry comes after the 10 s heartbeat timeout: by then the
+            # killed attempt is past this grace, so the send is reported unknown at once.
+            "NUDGE_DELIVERY__IN_FLIGHT_GRACE": "5s",
         }
         worker = WorkerProcess(env, tmp_path).start()
         replacement: WorkerProcess | None = None
