@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import sqlalchemy  # noqa: E402
 
 from bench.common import (  # noqa: E402
     BIN,
@@ -188,6 +189,34 @@ async def wait_until_up(url: str) -> None:
     raise RuntimeError(f"the service on {url} did not become healthy")
 
 
+def unsettled(url: str) -> tuple[int, int]:
+    """Sessions still open and outbox rows still pending or sending: after the last reply the
+    worker still ends each session and records each send, and the run is only done then."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            open_sessions = connection.scalar(
+                sqlalchemy.text("SELECT count(*) FROM menu_sessions WHERE status = 'active'")
+            )
+            unsent = connection.scalar(
+                sqlalchemy.text(
+                    "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
+                )
+            )
+        return int(open_sessions or 0), int(unsent or 0)
+    finally:
+        engine.dispose()
+
+
+async def settle(url: str, limit: float = 120.0) -> tuple[float, tuple[int, int]]:
+    began = time.perf_counter()
+    left = unsettled(url)
+    while any(left) and time.perf_counter() - began < limit:
+        await asyncio.sleep(0.5)
+        left = unsettled(url)
+    return time.perf_counter() - began, left
+
+
 async def main(customers: int, database_url: str, connections: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = database_url or f"sqlite:///{tmp}/bench.db"
@@ -242,6 +271,7 @@ async def main(customers: int, database_url: str, connections: int) -> None:
             await asyncio.gather(*(players.run_one(i) for i in range(customers)))
             elapsed = time.perf_counter() - began
             players.close()
+            settled_in, left = await settle(url)
         finally:
             for process in processes:
                 process.terminate()
@@ -264,7 +294,11 @@ async def main(customers: int, database_url: str, connections: int) -> None:
     for step, values in players.by_step.items():
         if values:
             print(f"  message {step}      {milliseconds(values)}")
-    if players.failures:
+    print(
+        f"  settled        {settled_in:.1f} s after the last reply; "
+        f"{left[0]} sessions still active, {left[1]} outbox rows pending or sending"
+    )
+    if players.failures or any(left):
         sys.exit(1)
 
 
