@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import sqlalchemy  # noqa: E402
 
 from bench.common import (  # noqa: E402
     BIN,
@@ -47,7 +46,8 @@ from bench.common import (  # noqa: E402
     raw_post,
     wait_for_worker,
 )
-from store.db import upgrade  # noqa: E402
+from store.db import make_engine, upgrade  # noqa: E402
+from store.repo import OutboxStatus, Store  # noqa: E402
 from tests.fakes.graph import FakeGraph  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
@@ -189,31 +189,27 @@ async def wait_until_up(url: str) -> None:
     raise RuntimeError(f"the service on {url} did not become healthy")
 
 
-def unsettled(url: str) -> tuple[int, int]:
+def unsettled(store: Store) -> tuple[int, int]:
     """Sessions still open and outbox rows still pending or sending: after the last reply the
     worker still ends each session and records each send, and the run is only done then."""
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            open_sessions = connection.scalar(
-                sqlalchemy.text("SELECT count(*) FROM menu_sessions WHERE status = 'active'")
-            )
-            unsent = connection.scalar(
-                sqlalchemy.text(
-                    "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
-                )
-            )
-        return int(open_sessions or 0), int(unsent or 0)
-    finally:
-        engine.dispose()
+    unsent = sum(
+        len(store.list_outbox(status=status, limit=100_000))
+        for status in (OutboxStatus.pending, OutboxStatus.sending)
+    )
+    return store.menu_stats(str(MENU["name"])).active, unsent
 
 
 async def settle(url: str, limit: float = 120.0) -> tuple[float, tuple[int, int]]:
+    engine = make_engine(url)
+    store = Store(engine)
     began = time.perf_counter()
-    left = unsettled(url)
-    while any(left) and time.perf_counter() - began < limit:
-        await asyncio.sleep(0.5)
-        left = unsettled(url)
+    try:
+        left = unsettled(store)
+        while any(left) and time.perf_counter() - began < limit:
+            await asyncio.sleep(0.5)
+            left = unsettled(store)
+    finally:
+        engine.dispose()
     return time.perf_counter() - began, left
 
 
