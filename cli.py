@@ -94,7 +94,7 @@ def worker() -> None:
 @app.command()
 def serve() -> None:
     """Run the HTTP service (REST API, starter routes, /docs) on NUDGE_HTTP__HOST:PORT."""
-    from api.app import create_app
+    from service import create_app
 
     settings = _settings()
     if settings.menus.file:
@@ -175,7 +175,7 @@ async def _start_dev_server(
 
 
 async def _dev(settings: Settings, home: Path) -> None:
-    from api.app import create_app
+    from service import create_app
     from store.db import upgrade
     from store.repo import Role, Store
     from temporal_client import ensure_search_attributes

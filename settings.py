@@ -2,7 +2,8 @@
 
 ``settings.reamaze.poll_interval`` is ``NUDGE_REAMAZE__POLL_INTERVAL``; a ``.env`` file in the
 working directory is read when present. Durations are written ``90s``, ``30m``, ``24h``,
-``3d`` (a bare number means seconds) so that operators never guess the unit.
+``3d`` (a bare number means seconds; ``domain.durations``) so that operators never guess the
+unit.
 """
 
 from __future__ import annotations
@@ -17,42 +18,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from domain.durations import Duration, parse_duration_list
 
-
-def parse_duration(value: Any) -> timedelta:
-    """Read ``90s``/``30m``/``24h``/``3d`` or a bare number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=float(value))
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a duration; write it like 90s, 30m, 24h or 3d")
-    number, unit = match.groups()
-    return timedelta(seconds=float(number) * _UNIT_SECONDS[unit.lower()])
-
-
-def format_duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _duration_list(value: Any) -> list[timedelta]:
-    if isinstance(value, str):
-        parts = [p for p in (s.strip() for s in value.split(",")) if p]
-        if not parts:
-            raise ValueError("at least one wait is needed, e.g. 30m,24h")
-        return [parse_duration(p) for p in parts]
-    return [parse_duration(v) for v in value]
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-DurationList = Annotated[list[timedelta], NoDecode, BeforeValidator(_duration_list)]
+DurationList = Annotated[list[timedelta], NoDecode, BeforeValidator(parse_duration_list)]
 CsvList = Annotated[
     list[str],
     NoDecode,

@@ -1,18 +1,20 @@
 """The one worker: every workflow and activity of Nudge on one task queue.
 
-``python worker.py`` (or ``nudge worker``) runs it. Clients for the outside world are built
-here once and injected into the activity classes; tests build the same classes with clients
-pointed at fake servers.
+``nudge worker`` runs it (``nudge dev`` beside the HTTP service). The clients for the outside
+world are built here, from the settings, and injected into the activity classes; the clients
+themselves (``integrations/``) take plain arguments and never read settings. Tests and
+benchmarks build their worker with the same ``build_activities`` and ``build_worker``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 
 from temporalio.client import (
@@ -35,16 +37,26 @@ from activities.followup_config import load_followup_texts
 from activities.helpdesk import HelpdeskActivities
 from activities.menus import MenuActivities
 from activities.writer import WriterActivities
-from integrations.channels import Channel, ChannelName
+from domain.channels import ChannelName
+from integrations.channels import Channel
 from integrations.email_smtp import SmtpChannel
 from integrations.fcm import FcmChannel
-from integrations.llm import TextGenerator, build_generator
+from integrations.llm import GeminiGenerator, OpenAIGenerator, TextGenerator
 from integrations.reamaze import ReamazeClient
 from integrations.support_board import SupportBoardChannel
 from integrations.twilio_channel import TwilioChannel
 from integrations.whatsapp_cloud import WhatsAppCloudChannel
 from links import secret_key, unsubscribe_url
-from settings import Settings, get_settings
+from settings import (
+    FcmSettings,
+    ReamazeSettings,
+    Settings,
+    SmtpSettings,
+    SupportBoardSettings,
+    TwilioSettings,
+    WhatsAppSettings,
+    get_settings,
+)
 from store.repo import Store
 from temporal_client import connect, ensure_search_attributes
 from workflows.helpdesk_followup import HelpdeskFollowUp
@@ -55,34 +67,139 @@ from workflows.send_message import SendMessage
 log = logging.getLogger("nudge.worker")
 
 WORKFLOWS: Sequence[type] = (HelpdeskFollowUp, HelpdeskPoll, SendMessage, MenuConversation)
-
-
-@dataclass
-class Activities:
-    helpdesk: HelpdeskActivities
-    writer: WriterActivities
-    delivery: DeliveryActivities
-    menus: MenuActivities
-
-    def all(self) -> list[Any]:
-        return [
-            *self.menus.all(),
-            self.delivery.deliver,
-            self.delivery.check_contact_policy,
-            self.helpdesk.find_tagged_conversations,
-            self.helpdesk.read_conversation,
-            self.helpdesk.post_reply,
-            self.helpdesk.remove_trigger_tag,
-            self.helpdesk.record_outcome,
-            self.writer.write_followup,
-        ]
-
-
+MAX_CONCURRENT_ACTIVITIES = 200
 RETIRED_MODEL_PREFIXES = ("gemini-1.0", "gemini-1.5", "gemini-pro")
 
 
+# --- clients from settings ------------------------------------------------------------------
+
+
+def reamaze_client(settings: ReamazeSettings) -> ReamazeClient:
+    if not settings.configured:
+        raise ValueError(
+            "Re:amaze needs NUDGE_REAMAZE__BRAND (or __BASE_URL), __LOGIN_EMAIL and __API_TOKEN"
+        )
+    return ReamazeClient(
+        settings.base_url,
+        settings.login_email,
+        settings.api_token,
+        timeout=settings.timeout.total_seconds(),
+    )
+
+
+def smtp_channel(settings: SmtpSettings, *, tls_context: SSLContext | None = None) -> SmtpChannel:
+    try:
+        return SmtpChannel(
+            settings.host,
+            settings.from_,
+            port=settings.port,
+            username=settings.username,
+            password=settings.password,
+            security=settings.security,
+            timeout=settings.timeout.total_seconds(),
+            tls_context=tls_context,
+        )
+    except ValueError as error:
+        raise ValueError(f"NUDGE_SMTP__FROM: {error}") from error
+
+
+def twilio_channel(
+    settings: TwilioSettings, channel: ChannelName = ChannelName.sms, *, timeout: float = 30.0
+) -> TwilioChannel:
+    if not settings.configured:
+        raise ValueError("Twilio needs NUDGE_TWILIO__ACCOUNT_SID and NUDGE_TWILIO__AUTH_TOKEN")
+    if channel not in (ChannelName.sms, ChannelName.whatsapp_twilio):
+        raise ValueError(f"Twilio sends sms and whatsapp_twilio, not {channel}")
+    whatsapp = channel == ChannelName.whatsapp_twilio
+    sender = settings.whatsapp_from if whatsapp else settings.sms_from
+    if not (sender or settings.messaging_service_sid):
+        variable = "WHATSAPP_FROM" if whatsapp else "SMS_FROM"
+        raise ValueError(
+            f"Twilio {channel} needs NUDGE_TWILIO__{variable} or NUDGE_TWILIO__MESSAGING_SERVICE_SID"
+        )
+    return TwilioChannel(
+        settings.account_sid,
+        settings.auth_token,
+        channel,
+        sender=sender,
+        messaging_service_sid=settings.messaging_service_sid,
+        base_url=settings.base_url,
+        timeout=timeout,
+    )
+
+
+def whatsapp_channel(settings: WhatsAppSettings, *, timeout: float = 20.0) -> WhatsAppCloudChannel:
+    if not settings.configured:
+        raise ValueError(
+            "WhatsApp Cloud needs NUDGE_WHATSAPP__TOKEN and NUDGE_WHATSAPP__PHONE_NUMBER_ID"
+        )
+    return WhatsAppCloudChannel(
+        settings.token,
+        settings.phone_number_id,
+        graph_url=settings.graph_url,
+        api_version=settings.api_version,
+        timeout=timeout,
+    )
+
+
+def fcm_channel(settings: FcmSettings, *, timeout: float = 20.0) -> FcmChannel:
+    if settings.credentials_file is None:
+        raise ValueError("NUDGE_FCM__CREDENTIALS_FILE is not set: give the service-account file")
+    try:
+        return FcmChannel(
+            settings.credentials_file,
+            project_id=settings.project_id,
+            base_url=settings.base_url,
+            timeout=timeout,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"NUDGE_FCM__CREDENTIALS_FILE: {error} (NUDGE_FCM__PROJECT_ID names the project)"
+        ) from error
+
+
+def support_board_channel(
+    settings: SupportBoardSettings, *, timeout: float = 20.0
+) -> SupportBoardChannel:
+    if not settings.configured:
+        raise ValueError(
+            "Support Board needs NUDGE_SUPPORT_BOARD__URL (the include/api.php URL) "
+            "and NUDGE_SUPPORT_BOARD__TOKEN (an admin token)"
+        )
+    return SupportBoardChannel(
+        settings.url, settings.token, bot_user_id=settings.bot_user_id, timeout=timeout
+    )
+
+
+def build_generator(settings: Settings) -> TextGenerator | None:
+    """None means "no LLM": the writer then always sends the configured fallback texts."""
+    provider = settings.llm_provider
+    if provider == "gemini":
+        if not settings.gemini.api_key:
+            raise ValueError(
+                "the LLM provider is gemini but no key is set: "
+                "set GOOGLE_API_KEY, GEMINI_API_KEY or NUDGE_GEMINI__API_KEY"
+            )
+        return GeminiGenerator(
+            settings.gemini.api_key,
+            settings.gemini.model,
+            base_url=settings.gemini.base_url,
+            thinking_budget=settings.gemini.thinking_budget,
+            thinking_level=settings.gemini.thinking_level,
+        )
+    if provider == "openai":
+        if not settings.openai.api_key:
+            raise ValueError(
+                "the LLM provider is openai but no key is set: set NUDGE_OPENAI__API_KEY"
+            )
+        return OpenAIGenerator(
+            settings.openai.api_key, settings.openai.model, base_url=settings.openai.base_url
+        )
+    return None
+
+
 def _llm(settings: Settings, config_model: str | None) -> TextGenerator | None:
-    """The seed's config.json may name a Gemini model; honour it unless it is retired."""
+    """The original script's config.json may name a Gemini model; honour it unless retired."""
     if config_model and settings.llm_provider == "gemini":
         if config_model.startswith(RETIRED_MODEL_PREFIXES):
             log.warning(
@@ -97,27 +214,80 @@ def _llm(settings: Settings, config_model: str | None) -> TextGenerator | None:
     return build_generator(settings)
 
 
+def build_channels(settings: Settings) -> dict[ChannelName, Channel | None]:
+    """Every channel with credentials gets its client; the others are sandboxed (None)."""
+    twilio = settings.twilio
+    twilio_senders = {
+        ChannelName.sms: twilio.sms_from,
+        ChannelName.whatsapp_twilio: twilio.whatsapp_from,
+    }
+    channels: dict[ChannelName, Channel | None] = {
+        ChannelName.email: smtp_channel(settings.smtp) if settings.smtp.configured else None,
+        ChannelName.whatsapp: (
+            whatsapp_channel(settings.whatsapp) if settings.whatsapp.configured else None
+        ),
+        ChannelName.push: fcm_channel(settings.fcm) if settings.fcm.configured else None,
+        ChannelName.support_board: (
+            support_board_channel(settings.support_board)
+            if settings.support_board.configured
+            else None
+        ),
+        ChannelName.reamaze: (
+            reamaze_client(settings.reamaze) if settings.reamaze.configured else None
+        ),
+    }
+    for name, sender in twilio_senders.items():
+        usable = twilio.configured and (sender or twilio.messaging_service_sid)
+        channels[name] = twilio_channel(twilio, name) if usable else None
+    sandboxed = sorted(name.value for name, client in channels.items() if client is None)
+    if sandboxed:
+        log.info("sandboxed channels (no credentials): %s", ", ".join(sandboxed))
+    return channels
+
+
+# --- activities and the worker --------------------------------------------------------------
+
+
+@dataclass
+class Activities:
+    helpdesk: HelpdeskActivities
+    writer: WriterActivities
+    delivery: DeliveryActivities
+    menus: MenuActivities
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            *self.menus.all(),
+            self.delivery.deliver,
+            self.delivery.check_contact_policy,
+            self.delivery.post_helpdesk_reply,
+            self.helpdesk.find_tagged_conversations,
+            self.helpdesk.read_conversation,
+            self.helpdesk.remove_trigger_tag,
+            self.helpdesk.record_outcome,
+            self.writer.write_followup,
+        ]
+
+
 @asynccontextmanager
 async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Activities]:
+    """The activities with their clients, which are closed on leaving."""
     texts = load_followup_texts(settings.followup.config_file)
-    reamaze = None
-    if settings.reamaze.configured:
-        reamaze = ReamazeClient(
-            settings.reamaze.base_url,
-            settings.reamaze.login_email,
-            settings.reamaze.api_token,
-            timeout=settings.reamaze.timeout.total_seconds(),
-        )
-    else:
-        log.warning(
-            "Re:amaze is not configured: no poll schedule, and follow-ups cannot read or post"
-        )
     generator = _llm(settings, texts.model)
     channels = build_channels(settings)
+    reamaze = channels[ChannelName.reamaze]
+    if reamaze is None:
+        log.warning("Re:amaze is not configured: no poll schedule, and follow-ups cannot read")
     key = secret_key(settings)
     try:
         yield Activities(
-            helpdesk=HelpdeskActivities(reamaze, store, settings.reamaze, settings.followup),
+            helpdesk=HelpdeskActivities(
+                reamaze if isinstance(reamaze, ReamazeClient) else None,
+                store,
+                login_email=settings.reamaze.login_email,
+                purchase_indicators=settings.followup.purchase_indicators,
+                history_messages=settings.followup.history_messages,
+            ),
             writer=WriterActivities(generator, texts, max_chars=settings.followup.max_chars),
             delivery=DeliveryActivities(
                 channels,
@@ -132,8 +302,6 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
             menus=MenuActivities(store),
         )
     finally:
-        if reamaze is not None:
-            await reamaze.aclose()
         for channel in channels.values():
             if channel is not None:
                 await channel.aclose()
@@ -142,38 +310,31 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
             await close()
 
 
-def build_channels(settings: Settings) -> dict[ChannelName, Channel | None]:
-    """Every channel with credentials gets its client; the others are sandboxed (None)."""
-    channels: dict[ChannelName, Channel | None] = {
-        ChannelName.email: SmtpChannel(settings.smtp) if settings.smtp.configured else None,
-        ChannelName.sms: None,
-        ChannelName.whatsapp_twilio: None,
-        ChannelName.whatsapp: (
-            WhatsAppCloudChannel(settings.whatsapp) if settings.whatsapp.configured else None
-        ),
-        ChannelName.push: FcmChannel(settings.fcm) if settings.fcm.configured else None,
-        ChannelName.support_board: (
-            SupportBoardChannel(settings.support_board)
-            if settings.support_board.configured
-            else None
-        ),
+def build_worker(
+    client: Client,
+    settings: Settings,
+    activities: Sequence[Callable[..., Any]],
+    **options: Any,
+) -> Worker:
+    """Every workflow and the given activities on the settings' task queue; ``options`` are
+    passed on to ``Worker`` (a benchmark's concurrency limits, say)."""
+    defaults: dict[str, Any] = {
+        "max_concurrent_activities": MAX_CONCURRENT_ACTIVITIES,
+        "workflow_task_poller_behavior": PollerBehaviorAutoscaling(),
+        "activity_task_poller_behavior": PollerBehaviorAutoscaling(),
     }
-    twilio = settings.twilio
-    if twilio.configured and (twilio.sms_from or twilio.messaging_service_sid):
-        channels[ChannelName.sms] = TwilioChannel(twilio, channel=ChannelName.sms)
-    if twilio.configured and (twilio.whatsapp_from or twilio.messaging_service_sid):
-        channels[ChannelName.whatsapp_twilio] = TwilioChannel(
-            twilio, channel=ChannelName.whatsapp_twilio
-        )
-    sandboxed = sorted(name.value for name, client in channels.items() if client is None)
-    if sandboxed:
-        log.info("sandboxed channels (no credentials): %s", ", ".join(sandboxed))
-    return channels
+    return Worker(
+        client,
+        task_queue=settings.temporal.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=list(activities),
+        **{**defaults, **options},
+    )
 
 
 async def ensure_schedules(client: Client, settings: Settings) -> None:
     """Create or update the poll schedule so that a settings change takes effect on restart."""
-    schedule_id = schedule_id_for("reamaze", settings.temporal.task_queue)
+    schedule_id = schedule_id_for(task_queue=settings.temporal.task_queue)
     if not settings.reamaze.configured:
         # Credentials were removed: a schedule left behind would only fail every interval.
         try:
@@ -232,15 +393,7 @@ async def run_worker(settings: Settings, *, client: Client | None = None) -> Non
                 # e.g. no operator permission: the cluster registers them out of band
                 log.warning("could not check the search attributes: %s", error)
             await ensure_schedules(client, settings)
-            worker = Worker(
-                client,
-                task_queue=settings.temporal.task_queue,
-                workflows=list(WORKFLOWS),
-                activities=activities.all(),
-                max_concurrent_activities=200,
-                workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
-                activity_task_poller_behavior=PollerBehaviorAutoscaling(),
-            )
+            worker = build_worker(client, settings, activities.all())
             log.info(
                 "worker on task queue %s at %s",
                 settings.temporal.task_queue,

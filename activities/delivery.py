@@ -5,95 +5,68 @@ reason (suppressed, outside the WhatsApp window, rejected), or answers "not befo
 workflow then sleeps durably until T and asks again (``workflows/delivery.py``).
 """
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.failures import as_application_error
-from activities.heartbeat import shielded_with_heartbeat
-from activities.policy import (
+from activities.heartbeat import db, shielded_with_heartbeat
+from domain.addresses import address_channel, normalize_address
+from domain.channels import WHATSAPP_CHANNELS, ChannelName, MessageClass
+from domain.delivery import ContactPolicyCheck, DeliverRequest, DeliveryOutcome, PolicyAnswer
+from domain.policy import (
     Decision,
     Verdict,
-    address_channel,
     frequency_until,
-    normalize_address,
     parse_clock,
     quiet_until,
     whatsapp_window_open,
 )
+from domain.status import FINAL_OUTBOX, OutboxStatus, SendStatus
 from integrations.channels import (
     Channel,
     OutboundMessage,
     OutsideWindow,
     RecipientOptedOut,
-    Template,
+    Reconcilable,
     Unregistered,
 )
-
-# ChannelName and MessageClass are part of DeliverRequest: workflows take them from here
-# (explicitly re-exported), never from integrations/.
-from integrations.channels import ChannelName as ChannelName
-from integrations.channels import MessageClass as MessageClass
-from integrations.errors import ProviderError, Rejected, RetryLater
+from integrations.errors import NotFound, ProviderError, Rejected, RetryLater
 from settings import PolicySettings
 from store.delivery import FrequencyCap, FrequencyCapped
-from store.repo import FINAL_OUTBOX, OutboxStatus, Store
+from store.repo import OutboxRow, Store
 
 log = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 _UNSET_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
 """An ``activity.info()`` time before this is unset (a protobuf zero, 1970, or a test's)."""
 IN_FLIGHT = "the worker stopped while the provider call was in flight"
 
-WHATSAPP_CHANNELS = (ChannelName.whatsapp, ChannelName.whatsapp_twilio)
-"""WhatsApp through Twilio and through Meta reach the same WhatsApp number of the contact."""
+UnsubscribeUrl = Callable[[str, str], str]
+"""(channel, address) -> the signed unsubscribe link put in marketing e-mail."""
 
 
 @dataclass
-class DeliverRequest:
+class PostReplyInput:
+    """What helpdesk follow-ups begun before the one send path ask ``post_reply`` to post."""
+
+    conversation: str
+    body: str
     idempotency_key: str
     workflow_id: str
-    channel: ChannelName
-    to: str
-    text: str = ""
-    subject: str = ""
-    html: str = ""
-    template: Template | None = None
-    interactive: dict[str, Any] | None = None
-    data: dict[str, str] = field(default_factory=dict)
-    message_class: MessageClass = MessageClass.transactional
     contact_id: int | None = None
-    as_of: datetime | None = None
-    """The workflow's clock when it asked (``workflow.now()``): policy windows are judged by
-    the same clock the workflow sleeps by, moved on to the attempt's own start when a retry
-    runs later (``policy_now``). None means the activity's own clock."""
 
 
 @dataclass
-class ContactPolicyCheck:
-    contact_id: int | None
-    message_class: MessageClass = MessageClass.marketing
-    as_of: datetime | None = None
-    """The workflow's clock, as for ``DeliverRequest.as_of``."""
-
-
-@dataclass
-class DeliveryOutcome:
+class PostReplyResult:
     status: str
-    """sent, sandboxed, suppressed, outside_whatsapp_window, failed, unknown, or wait."""
-    not_before: datetime | None = None
-    provider_message_id: str | None = None
-    reason: str = ""
+    sent_at: datetime | None
+    already_done: bool = False
 
 
 class DeliveryActivities:
@@ -103,7 +76,7 @@ class DeliveryActivities:
         store: Store,
         policy: PolicySettings,
         *,
-        unsubscribe_url: Any = None,
+        unsubscribe_url: UnsubscribeUrl | None = None,
         status_callback: str = "",
         in_flight_grace: timedelta = timedelta(minutes=2),
     ) -> None:
@@ -120,22 +93,22 @@ class DeliveryActivities:
         """Policy, then the outbox claim (which settles the frequency cap per contact), then
         the provider, called only by the attempt that takes the row from ``pending``."""
         key = request.idempotency_key
-        existing = await _db(self.store.get_outbox, key)
+        existing = await db(self.store.get_outbox, key)
         if existing is not None and existing.status != OutboxStatus.pending:
-            return await self._as_stored(key)
+            return await self._as_stored(request)
         request = dataclasses.replace(request, as_of=policy_now(request.as_of))
         contact_id = request.contact_id
         if contact_id is None:
-            contact_id = await _db(self.store.contact_for, *self._address(request))
+            contact_id = await db(self.store.contact_for, *self._address(request))
         decision = await self.decide(request, contact_id)
         if decision.verdict == Verdict.wait:
             return DeliveryOutcome(
-                status="wait", not_before=decision.not_before, reason=decision.reason
+                SendStatus.wait, not_before=decision.not_before, reason=decision.reason
             )
         refused = decision.verdict in (Verdict.suppressed, Verdict.outside_whatsapp_window)
         message = self._message(request, use_template=decision.verdict == Verdict.send_template)
         try:
-            row = await _db(
+            row = await db(
                 self.store.claim_outbox,
                 key,
                 workflow_id=request.workflow_id,
@@ -148,56 +121,79 @@ class DeliveryActivities:
             )
         except FrequencyCapped as capped:  # a concurrent send took the last place
             return DeliveryOutcome(
-                status="wait", not_before=capped.not_before, reason="frequency cap"
+                SendStatus.wait, not_before=capped.not_before, reason="frequency cap"
             )
         if row.status != OutboxStatus.pending:
-            return await self._as_stored(key)
+            return await self._as_stored(request)
         if refused:
             status = (
                 OutboxStatus.suppressed
                 if decision.verdict == Verdict.suppressed
                 else OutboxStatus.failed
             )
-            if await _db(self.store.take_outbox, key, status, error=decision.reason) is None:
-                return await self._as_stored(key)
-            return DeliveryOutcome(status=decision.verdict.value, reason=decision.reason)
+            if await db(self.store.take_outbox, key, status, error=decision.reason) is None:
+                return await self._as_stored(request)
+            return DeliveryOutcome(SendStatus(decision.verdict.value), reason=decision.reason)
         return await self._send(request, message)
 
     @activity.defn
-    async def check_contact_policy(self, check: ContactPolicyCheck) -> DeliveryOutcome:
-        """May this contact get a message of this class now? For messages that leave through
-        another API (helpdesk replies): ``send``, ``suppressed`` (unsubscribed from marketing
-        e-mail or opted out everywhere) or ``wait`` with the time to ask again."""
-        email = ""
-        if check.contact_id is not None:
-            contact = await _db(self.store.get_contact, check.contact_id)
-            email = (contact.email or "") if contact is not None else ""
+    async def check_contact_policy(self, check: ContactPolicyCheck) -> PolicyAnswer:
+        """May this contact get a message of this class now, by e-mail or in a helpdesk reply?
+        Asked before a message is written: ``send``, ``suppressed`` (unsubscribed from
+        marketing e-mail or opted out everywhere) or ``wait`` with the time to ask again.
+        ``deliver`` decides again when the message is ready."""
         request = DeliverRequest(
             idempotency_key="",
             workflow_id="",
             channel=ChannelName.email,
-            to=email,
+            to=await self._contact_email(check.contact_id),
             message_class=check.message_class,
             as_of=policy_now(check.as_of),
         )
         decision = await self.decide(request, check.contact_id)
-        return DeliveryOutcome(
-            status=decision.verdict.value, not_before=decision.not_before, reason=decision.reason
+        return PolicyAnswer(decision.verdict, decision.not_before, decision.reason)
+
+    @activity.defn(name="post_reply")
+    async def post_helpdesk_reply(self, request: PostReplyInput) -> PostReplyResult:
+        """The send path under the name helpdesk follow-ups begun before it existed still
+        schedule (``HelpdeskFollowUp`` keeps their path for replay): their replies take the
+        same policy, outbox and channel as every other message."""
+        outcome = await self.deliver(
+            DeliverRequest(
+                idempotency_key=request.idempotency_key,
+                workflow_id=request.workflow_id,
+                channel=ChannelName.reamaze,
+                to=request.conversation,
+                text=request.body,
+                message_class=MessageClass.marketing,
+                contact_id=request.contact_id,
+            )
         )
+        if outcome.status == SendStatus.wait:  # those runs cannot wait; their retry does
+            delay = (outcome.not_before or datetime.now(UTC)) - datetime.now(UTC)
+            raise ApplicationError(
+                f"held: {outcome.reason}",
+                type="RetryLater",
+                next_retry_delay=max(delay, timedelta(seconds=1)),
+            )
+        if outcome.status in (SendStatus.failed, SendStatus.outside_whatsapp_window):
+            raise ApplicationError(
+                outcome.reason or "send failed",
+                type="ConversationGone" if outcome.gone else "Rejected",
+                non_retryable=True,
+            )
+        return PostReplyResult(status=outcome.status.value, sent_at=outcome.sent_at)
 
     async def decide(self, request: DeliverRequest, contact_id: int | None) -> Decision:
         """The policy's answer at ``request.as_of``. Read-only: for ``deliver`` the frequency
         cap is settled again when the message is claimed (``_cap``)."""
         now = request.as_of or datetime.now(UTC)
-        where, address = self._address(request)
-        suppression = await _db(
-            self.store.suppression_for, where, address, request.message_class.value
-        )
+        suppression = await self._suppression(request, contact_id)
         if suppression is not None:
-            return Decision(Verdict.suppressed, reason=f"suppressed: {suppression.reason}")
+            return Decision(Verdict.suppressed, reason=f"suppressed: {suppression}")
         verdict = Verdict.send
         if request.channel in WHATSAPP_CHANNELS:
-            last = await _db(self.store.last_inbound, "whatsapp", address)
+            last = await db(self.store.last_inbound, "whatsapp", self._address(request)[1])
             if not whatsapp_window_open(last, now, self.policy.whatsapp_window):
                 if request.template is None:
                     return Decision(
@@ -211,7 +207,7 @@ class DeliveryActivities:
         waits: list[tuple[datetime, str]] = []
         zone = None
         if contact_id is not None:
-            zone = await _db(self.store.contact_timezone, contact_id)
+            zone = await db(self.store.contact_timezone, contact_id)
         quiet = quiet_until(
             now,
             zone or self.policy.default_timezone,
@@ -223,7 +219,7 @@ class DeliveryActivities:
         since = now - self.policy.frequency_window
         sent: list[datetime] = []
         if contact_id is not None:
-            sent = await _db(
+            sent = await db(
                 self.store.marketing_sent_since,
                 contact_id,
                 since,
@@ -237,6 +233,30 @@ class DeliveryActivities:
             return Decision(Verdict.wait, not_before=until, reason=why)
         return Decision(verdict)
 
+    async def _suppression(self, request: DeliverRequest, contact_id: int | None) -> str | None:
+        """Why the message must not go (an opt-out of its address), or None. A helpdesk reply
+        reaches the customer by e-mail, so their e-mail address's opt-outs apply to it too."""
+        addresses = [self._address(request)]
+        if request.channel == ChannelName.reamaze and contact_id is not None:
+            email = await self._contact_email(contact_id)
+            if email:
+                addresses.append(("email", normalize_address("email", email)))
+        for channel, address in addresses:
+            if not address:
+                continue
+            found = await db(
+                self.store.suppression_for, channel, address, request.message_class.value
+            )
+            if found is not None:
+                return found.reason
+        return None
+
+    async def _contact_email(self, contact_id: int | None) -> str:
+        if contact_id is None:
+            return ""
+        contact = await db(self.store.get_contact, contact_id)
+        return (contact.email or "") if contact is not None else ""
+
     def _cap(self, request: DeliverRequest, contact_id: int | None) -> FrequencyCap | None:
         """The frequency cap for the claim, or None when it does not apply."""
         cap, window = self.policy.frequency_cap, self.policy.frequency_window
@@ -247,20 +267,27 @@ class DeliveryActivities:
             contact_id, now - window, lambda times: frequency_until(times, now, cap, window)
         )
 
-    async def _as_stored(self, key: str) -> DeliveryOutcome:
+    async def _as_stored(self, request: DeliverRequest) -> DeliveryOutcome:
         """The answer when the row is past ``pending`` (an earlier or concurrent attempt got
-        to it): a final status is returned as it is; a send in flight is never repeated.
+        to it): a final status is returned as it is; a send in flight is never repeated blind.
 
-        ``sending`` means an attempt called the provider and has not marked the answer. It
-        may be alive but slow (a worker too busy to heartbeat in time makes Temporal start
-        this attempt): within ``in_flight_grace`` of its start this attempt steps back and
-        is retried later, by when the first has marked what the provider said. Past the
-        grace the first attempt died mid-call; these providers take no idempotency key, so
-        we cannot ask whether the message arrived, and the row is reported ``unknown``
-        rather than risk a second message.
+        ``sending`` means an attempt called the provider and has not marked the answer. A
+        provider that can be asked (``Reconcilable``) is asked at once: if it has the
+        message, it was sent. Otherwise the attempt may be alive but slow (a worker too busy
+        to heartbeat in time makes Temporal start this attempt): within ``in_flight_grace``
+        of its start this attempt steps back and is retried later, by when the first has
+        marked what the provider said. Past the grace the first attempt died mid-call: a
+        provider that was asked and has nothing gets the message again; the others take no
+        idempotency key, so the row is reported ``unknown`` rather than risk a second message.
         """
-        row = await _db(self.store.get_outbox, key)
+        key = request.idempotency_key
+        row = await db(self.store.get_outbox, key)
         assert row is not None
+        channel = self.channels.get(request.channel)
+        if row.status == OutboxStatus.sending and isinstance(channel, Reconcilable):
+            found = await self._reconcile(channel, request, row)
+            if found is not None:
+                return found
         started = row.updated_at
         if row.status == OutboxStatus.sending and (
             started is not None and datetime.now(UTC) - started < self.in_flight_grace
@@ -269,8 +296,12 @@ class DeliveryActivities:
                 f"outbox row {key}: an earlier attempt is sending it; asking again later",
                 type="RetryLater",
             )
+        if row.status == OutboxStatus.sending and isinstance(channel, Reconcilable):
+            # The provider does not have it and its sender is gone: send it again.
+            await db(self.store.take_outbox, key, OutboxStatus.pending, expected=row.status)
+            raise ApplicationError(f"outbox row {key}: not at the provider", type="RetryLater")
         if row.status == OutboxStatus.sending:
-            marked = await _db(
+            marked = await db(
                 self.store.take_outbox,
                 key,
                 OutboxStatus.unknown,
@@ -278,17 +309,42 @@ class DeliveryActivities:
                 error=IN_FLIGHT,
             )
             if marked is not None:
-                return DeliveryOutcome(status=OutboxStatus.unknown, reason="send interrupted")
-            row = await _db(self.store.get_outbox, key)
+                return DeliveryOutcome(SendStatus.unknown, reason="send interrupted")
+            row = await db(self.store.get_outbox, key)
             assert row is not None
         if row.status in FINAL_OUTBOX:
             return DeliveryOutcome(
-                status=row.status,
+                SendStatus(row.status.value),
                 provider_message_id=row.provider_message_id,
                 reason=row.error or "",
+                sent_at=row.sent_at,
             )
         # Back to pending: the other attempt's provider refused before taking it. Ask again.
         raise ApplicationError(f"outbox row {key} was released meanwhile", type="RetryLater")
+
+    async def _reconcile(
+        self, channel: Reconcilable, request: DeliverRequest, row: OutboxRow
+    ) -> DeliveryOutcome | None:
+        """The outcome when the provider has the message (it is then marked sent), else None."""
+        message = self._message(request, use_template=False)
+        try:
+            receipt = await shielded_with_heartbeat(channel.find_sent(message))
+        except ProviderError as error:
+            raise as_application_error(error) from error
+        if receipt is None:
+            return None
+        marked = await db(
+            self.store.mark_outbox,
+            request.idempotency_key,
+            OutboxStatus.sent,
+            provider_message_id=receipt.provider_message_id,
+        )
+        log.info("outbox row %s was at the provider already: marked sent", row.idempotency_key)
+        return DeliveryOutcome(
+            SendStatus(marked.status.value),
+            provider_message_id=receipt.provider_message_id,
+            sent_at=marked.sent_at,
+        )
 
     @staticmethod
     def _address(request: DeliverRequest) -> tuple[str, str]:
@@ -322,16 +378,17 @@ class DeliveryActivities:
         key = request.idempotency_key
         channel = self.channels.get(request.channel)
         if channel is None:
-            if await _db(self.store.take_outbox, key, OutboxStatus.sandboxed) is None:
-                return await self._as_stored(key)
+            row = await db(self.store.take_outbox, key, OutboxStatus.sandboxed)
+            if row is None:
+                return await self._as_stored(request)
             log.info("sandbox %s -> %s: %s", request.channel.value, request.to, message.text[:200])
-            return DeliveryOutcome(status=OutboxStatus.sandboxed)
+            return DeliveryOutcome(SendStatus.sandboxed, sent_at=row.sent_at)
         # From taking the row to recording the provider's answer is one unit that a cancel
         # (e.g. a heartbeat timeout of a busy worker) waits for: honoured in between, it
         # would leave the row ``sending`` with nothing sent, or sent with nothing recorded.
         outcome = await shielded_with_heartbeat(self._send_and_record(request, message, channel))
         if outcome is None:
-            return await self._as_stored(key)
+            return await self._as_stored(request)
         return outcome
 
     async def _send_and_record(
@@ -339,34 +396,36 @@ class DeliveryActivities:
     ) -> DeliveryOutcome | None:
         """None when another attempt took the row first."""
         key = request.idempotency_key
-        if await _db(self.store.take_outbox, key, OutboxStatus.sending) is None:
+        if await db(self.store.take_outbox, key, OutboxStatus.sending) is None:
             return None
         try:
             receipt = await channel.send(message)
         except RecipientOptedOut as error:
             where, address = self._address(request)
-            await _db(
+            await db(
                 self.store.suppress, where, address, scope="all",
                 reason=str(error), source="provider",
             )  # fmt: skip
-            await _db(self.store.mark_outbox, key, OutboxStatus.suppressed, error=str(error))
-            return DeliveryOutcome(status=OutboxStatus.suppressed, reason=f"suppressed: {error}")
+            await db(self.store.mark_outbox, key, OutboxStatus.suppressed, error=str(error))
+            return DeliveryOutcome(SendStatus.suppressed, reason=f"suppressed: {error}")
         except OutsideWindow as error:
             reason = f"outside_whatsapp_window: {error}"
-            await _db(self.store.mark_outbox, key, OutboxStatus.failed, error=reason)
-            return DeliveryOutcome(status="outside_whatsapp_window", reason=reason)
+            await db(self.store.mark_outbox, key, OutboxStatus.failed, error=reason)
+            return DeliveryOutcome(SendStatus.outside_whatsapp_window, reason=reason)
         except Unregistered as error:
-            await _db(self.store.forget_device_token, request.to)
-            await _db(self.store.mark_outbox, key, OutboxStatus.failed, error=str(error))
+            await db(self.store.forget_device_token, request.to)
+            await db(self.store.mark_outbox, key, OutboxStatus.failed, error=str(error))
             return DeliveryOutcome(
-                status=OutboxStatus.failed, reason=f"device token unregistered: {error}"
+                SendStatus.failed, reason=f"device token unregistered: {error}", gone=True
             )
         except Rejected as error:
-            await _db(self.store.mark_outbox, key, OutboxStatus.failed, error=str(error))
-            return DeliveryOutcome(status=OutboxStatus.failed, reason=str(error))
+            await db(self.store.mark_outbox, key, OutboxStatus.failed, error=str(error))
+            return DeliveryOutcome(
+                SendStatus.failed, reason=str(error), gone=isinstance(error, NotFound)
+            )
         except RetryLater as error:
             if not error.maybe_delivered:  # the provider never took it: sending again is safe
-                await _db(
+                await db(
                     self.store.take_outbox,
                     key,
                     OutboxStatus.pending,
@@ -375,13 +434,17 @@ class DeliveryActivities:
             raise as_application_error(error) from error
         except ProviderError as error:
             raise as_application_error(error) from error
-        row = await _db(
+        row = await db(
             self.store.mark_outbox,
             key,
             OutboxStatus.sent,
             provider_message_id=receipt.provider_message_id,
         )
-        return DeliveryOutcome(status=row.status, provider_message_id=receipt.provider_message_id)
+        return DeliveryOutcome(
+            SendStatus(row.status.value),
+            provider_message_id=receipt.provider_message_id,
+            sent_at=row.sent_at,
+        )
 
 
 def policy_now(as_of: datetime | None) -> datetime:
@@ -403,13 +466,3 @@ def policy_now(as_of: datetime | None) -> datetime:
     if info.is_local or clock < _UNSET_BEFORE:
         clock = datetime.now(UTC)
     return clock if as_of is None else max(as_of, clock)
-
-
-async def _db(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """A store call in a thread, heartbeating meanwhile: a slow database (a lock wait, a busy
-    SQLite) must not look like a dead worker past the 10 s heartbeat timeout, or Temporal
-    starts a second attempt while this one is alive."""
-    work = asyncio.to_thread(call, *args, **kwargs)
-    if not activity.in_activity():  # ``decide`` is also called directly
-        return await work
-    return await shielded_with_heartbeat(work)

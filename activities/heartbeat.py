@@ -9,11 +9,12 @@ cancel, so the outbox never holds a half-known send because of a cancel.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
 
 from temporalio import activity
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 HEARTBEAT_EVERY = 2.0
@@ -38,3 +39,13 @@ async def shielded_with_heartbeat(call: Awaitable[T], *, every: float = HEARTBEA
     if cancelled:
         raise asyncio.CancelledError()
     return result
+
+
+async def db(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A store call in a thread, heartbeating meanwhile: a slow database (a lock wait, a busy
+    SQLite) must not look like a dead worker past the heartbeat timeout, or Temporal starts
+    a second attempt while this one is alive. Outside an activity it is a plain thread call."""
+    work = asyncio.to_thread(call, *args, **kwargs)
+    if not activity.in_activity():
+        return await work
+    return await shielded_with_heartbeat(work)

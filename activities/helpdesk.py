@@ -1,7 +1,9 @@
-"""Helpdesk activities: read a conversation, post a follow-up through the outbox, clean up.
+"""Helpdesk activities: find tagged conversations, read one, clean up, record the outcome.
 
 One class with the Re:amaze client and the store injected (built once in ``worker.py``), so
-tests build the same class against a fake Re:amaze server and a real database.
+tests build the same class against a fake Re:amaze server and a real database. Replies are
+not posted here: they take the one send path (``DeliveryActivities.deliver``) on the
+``reamaze`` channel, like every other message.
 """
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.failures import as_application_error
-from activities.heartbeat import shielded_with_heartbeat
 from activities.writer import TranscriptLine
-from integrations.errors import NotFound, ProviderError, Rejected
+from domain.channels import ChannelName
+from integrations.errors import NotFound, ProviderError
 from integrations.reamaze import ReamazeClient, ReamazeMessage
-from settings import FollowupSettings, ReamazeSettings
-from store.repo import FINAL_OUTBOX, FollowUpRecord, OutboxStatus, Store
+from store.repo import FollowUpRecord, Store
 
 log = logging.getLogger(__name__)
 
-HELPDESK = "reamaze"
+HELPDESK = ChannelName.reamaze.value
 ORIGIN_PREFIX = "nudge:"
 """Every message we post carries an ``origin_id`` starting with this: it is how we tell our
 own follow-ups from the staff's, and how a retried send finds the message it already posted."""
@@ -54,22 +55,6 @@ class ConversationSnapshot:
     purchase_evidence: str | None
     transcript: list[TranscriptLine] = field(default_factory=list)
     contact_id: int | None = None
-
-
-@dataclass
-class PostReplyInput:
-    conversation: str
-    body: str
-    idempotency_key: str
-    workflow_id: str
-    contact_id: int | None = None
-
-
-@dataclass
-class PostReplyResult:
-    status: str
-    sent_at: datetime | None
-    already_done: bool = False
 
 
 @dataclass
@@ -139,13 +124,18 @@ class HelpdeskActivities:
         self,
         client: ReamazeClient | None,
         store: Store,
-        reamaze: ReamazeSettings,
-        followup: FollowupSettings,
+        *,
+        login_email: str = "",
+        purchase_indicators: list[str],
+        history_messages: int = 15,
     ) -> None:
+        """``login_email``: the API user, whose posts are the staff's; ``history_messages``:
+        how many of the latest messages the writer sees."""
         self.client = client
         self.store = store
-        self.reamaze = reamaze
-        self.followup = followup
+        self.login_email = login_email
+        self.purchase_indicators = purchase_indicators
+        self.history_messages = history_messages
 
     def _require_client(self) -> ReamazeClient:
         if self.client is None:
@@ -189,8 +179,8 @@ class HelpdeskActivities:
             ) from error
         except ProviderError as error:
             raise as_application_error(error) from error
-        roles = [message_role(m, self.reamaze.login_email) for m in messages]
-        evidence = find_purchase(messages, roles, self.followup.purchase_indicators)
+        roles = [message_role(m, self.login_email) for m in messages]
+        evidence = find_purchase(messages, roles, self.purchase_indicators)
         tag = request.trigger_tag.lower()
         contact_id = None
         author = conversation.author
@@ -202,7 +192,7 @@ class HelpdeskActivities:
                 name=author.name,
                 email=author.email,
             )
-        recent = list(zip(messages, roles, strict=True))[-self.followup.history_messages :]
+        recent = list(zip(messages, roles, strict=True))[-self.history_messages :]
         return ConversationSnapshot(
             tag_present=any(t.lower() == tag for t in conversation.tag_list),
             purchase_seen=evidence is not None,
@@ -210,91 +200,6 @@ class HelpdeskActivities:
             transcript=[TranscriptLine(role=r, text=m.body) for m, r in recent if m.body.strip()],
             contact_id=contact_id,
         )
-
-    @activity.defn
-    async def post_reply(self, request: PostReplyInput) -> PostReplyResult:
-        """Post once, whatever happens: the outbox row decides, the provider's copy confirms."""
-        row = await asyncio.to_thread(
-            self.store.claim_outbox,
-            request.idempotency_key,
-            workflow_id=request.workflow_id,
-            channel=HELPDESK,
-            recipient=request.conversation,
-            body=request.body,
-            message_class="marketing",
-            contact_id=request.contact_id,
-        )
-        if row.status == OutboxStatus.pending and self.client is not None:
-            taken = await asyncio.to_thread(
-                self.store.take_outbox, request.idempotency_key, OutboxStatus.sending
-            )
-            if taken is None:  # a concurrent attempt took it first: act on it as it stands
-                stored = await asyncio.to_thread(self.store.get_outbox, request.idempotency_key)
-                row = stored or row
-        if row.status in FINAL_OUTBOX:
-            if row.status == OutboxStatus.failed:
-                raise ApplicationError(
-                    row.error or "send failed", type="Rejected", non_retryable=True
-                )
-            return PostReplyResult(status=row.status, sent_at=row.sent_at, already_done=True)
-        if self.client is None:
-            log.info("sandbox: follow-up for %s not sent:\n%s", request.conversation, request.body)
-            row = await asyncio.to_thread(
-                self.store.mark_outbox, request.idempotency_key, OutboxStatus.sandboxed
-            )
-            return PostReplyResult(status=row.status, sent_at=row.sent_at)
-        client = self.client
-        try:
-            if row.status == OutboxStatus.sending:
-                # An earlier attempt died after the request left (or is still waiting for
-                # the answer): did Re:amaze accept it? If not, posting again with the same
-                # origin_id is safe - Re:amaze keeps one message per origin_id.
-                found = await client.find_message_by_origin_id(
-                    request.conversation, request.idempotency_key
-                )
-                if found is not None:
-                    row = await asyncio.to_thread(
-                        self.store.mark_outbox,
-                        request.idempotency_key,
-                        OutboxStatus.sent,
-                        provider_message_id=found.origin_id,
-                    )
-                    return PostReplyResult(
-                        status=row.status, sent_at=row.sent_at, already_done=True
-                    )
-            posted = await shielded_with_heartbeat(
-                client.post_message(
-                    request.conversation, request.body, origin_id=request.idempotency_key
-                )
-            )
-        except NotFound as error:
-            await asyncio.to_thread(
-                self.store.mark_outbox,
-                request.idempotency_key,
-                OutboxStatus.failed,
-                error="conversation gone",
-            )
-            raise ApplicationError(
-                str(error), type="ConversationGone", non_retryable=True
-            ) from error
-        except Rejected as error:
-            await asyncio.to_thread(
-                self.store.mark_outbox,
-                request.idempotency_key,
-                OutboxStatus.failed,
-                error=str(error),
-            )
-            raise as_application_error(error) from error
-        except ProviderError as error:
-            # Left "sending": the next attempt first checks whether Re:amaze has it.
-            raise as_application_error(error) from error
-        row = await asyncio.to_thread(
-            self.store.mark_outbox,
-            request.idempotency_key,
-            OutboxStatus.sent,
-            provider_message_id=posted.origin_id or request.idempotency_key,
-        )
-        return PostReplyResult(status=row.status, sent_at=row.sent_at)
 
     @activity.defn
     async def remove_trigger_tag(self, request: RemoveTagInput) -> bool:

@@ -15,19 +15,11 @@ from typing import Any
 
 from temporalio import activity
 
+from domain.menu_definition import MenuDefinition
+from domain.menu_matching import pick_menu
+from domain.status import MenuStatus
+from domain.transcripts import TranscriptEntry
 from store.repo import Store
-from workflows.menu_definition import MenuDefinition
-from workflows.menu_text import pick_menu
-
-
-@dataclass
-class TranscriptEntry:
-    at: datetime
-    direction: str
-    """``in`` (from the customer), ``out`` (sent by the menu) or ``status`` (what the
-    provider reported about a message sent at ``step``, e.g. that it failed)."""
-    text: str
-    step: str
 
 
 @dataclass
@@ -43,7 +35,7 @@ class SessionStart:
 @dataclass
 class SessionEnd:
     session_id: str
-    status: str
+    status: MenuStatus
     last_step: str
     ended_at: datetime
     context: dict[str, str] = field(default_factory=dict)

@@ -1,31 +1,42 @@
-"""Follow-up outcomes and cancellation for operators."""
+"""``/v1/followups``: start a helpdesk follow-up, list the running and the finished, cancel one;
+``/v1/helpdesk/poll``: look for tagged conversations now instead of at the next interval."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel
-from temporalio.client import WorkflowExecutionStatus
+from pydantic import BaseModel, Field, StringConstraints
+from temporalio.client import ScheduleHandle, WorkflowExecutionStatus
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AdminToken, StoreDep, TemporalDep, UserToken
+from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserToken
+from domain.durations import Duration
+from domain.status import FollowUpStatus
+from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, start_options
+from workflows.helpdesk_poll import schedule_id_for
 
-router = APIRouter(prefix="/v1/followups", tags=["follow-ups"])
+router = APIRouter(tags=["follow-ups"])
 
-FINAL_STATUSES = (
-    "completed",
-    "purchase_detected",
-    "tag_removed",
-    "conversation_gone",
-    "cancelled",
-    "failed",
-)
-FinalStatus = Literal[
-    "completed", "purchase_detected", "tag_removed", "conversation_gone", "cancelled", "failed"
+Slug = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[\w.-]+$"),
 ]
+
+
+class StartFollowUp(BaseModel):
+    conversation: Slug = Field(description="The Re:amaze conversation slug")
+    waits: list[Duration] | None = Field(
+        default=None, description="Per-step waits like 30m, 24h; defaults to NUDGE_FOLLOWUP__WAITS"
+    )
+
+
+class Started(BaseModel):
+    workflow_id: str
+    run_id: str | None
 
 
 class StepOut(BaseModel):
@@ -65,11 +76,41 @@ class CancelOut(BaseModel):
     cancel_requested: bool
 
 
-@router.get("", response_model=list[FollowUpOut])
+@router.post("/v1/followups", response_model=Started, status_code=status.HTTP_201_CREATED)
+async def start_followup(
+    body: StartFollowUp, _: AdminToken, client: TemporalDep, settings: SettingsDep
+) -> Started:
+    waits = body.waits or settings.followup.waits
+    if not waits:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "waits: at least one wait is needed"
+        )
+    start = start_options(body.conversation)
+    try:
+        handle = await client.start_workflow(
+            HelpdeskFollowUp.run,
+            FollowUpInput(
+                conversation=body.conversation,
+                waits=list(waits),
+                trigger_tag=settings.reamaze.trigger_tag,
+                remove_tag_on_finish=settings.reamaze.remove_tag_on_finish,
+            ),
+            task_queue=settings.temporal.task_queue,
+            **start.options(),
+        )
+    except WorkflowAlreadyStartedError as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"conversation: a follow-up for {body.conversation} is already running ({start.id})",
+        ) from exc
+    return Started(workflow_id=start.id, run_id=handle.result_run_id)
+
+
+@router.get("/v1/followups", response_model=list[FollowUpOut])
 async def list_followups(
     _: UserToken,
     store: StoreDep,
-    status_: Annotated[list[FinalStatus] | None, Query(alias="status")] = None,
+    status_: Annotated[list[FollowUpStatus] | None, Query(alias="status")] = None,
     conversation: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -77,7 +118,7 @@ async def list_followups(
     """Finished sequences, newest first; `status` may be repeated."""
     records = await asyncio.to_thread(
         store.list_followups,
-        status=list(status_) if status_ else None,
+        status=[s.value for s in status_] if status_ else None,
         conversation=conversation,
         limit=limit,
         offset=offset,
@@ -85,7 +126,7 @@ async def list_followups(
     return [record.__dict__ for record in records]
 
 
-@router.get("/running", response_model=list[RunningFollowUp])
+@router.get("/v1/followups/running", response_model=list[RunningFollowUp])
 async def list_running(
     _: UserToken, client: TemporalDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[RunningFollowUp]:
@@ -107,7 +148,9 @@ async def list_running(
 
 
 @router.post(
-    "/{workflow_id}/cancel", response_model=CancelOut, status_code=status.HTTP_202_ACCEPTED
+    "/v1/followups/{workflow_id}/cancel",
+    response_model=CancelOut,
+    status_code=status.HTTP_202_ACCEPTED,
 )
 async def cancel_followup(workflow_id: str, _: AdminToken, client: TemporalDep) -> CancelOut:
     """Ends the sequence as `cancelled`; its clean-up removes the tag and records the outcome."""
@@ -132,3 +175,20 @@ async def cancel_followup(workflow_id: str, _: AdminToken, client: TemporalDep) 
         )
     await handle.cancel()
     return CancelOut(workflow_id=workflow_id, cancel_requested=True)
+
+
+@router.post("/v1/helpdesk/poll", status_code=status.HTTP_202_ACCEPTED)
+async def poll_now(_: AdminToken, client: TemporalDep, settings: SettingsDep) -> dict[str, str]:
+    """Trigger the poll schedule now instead of at its next interval."""
+    schedule_id = schedule_id_for(task_queue=settings.temporal.task_queue)
+    handle: ScheduleHandle = client.get_schedule_handle(schedule_id)
+    try:
+        await handle.trigger()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                "the poll schedule does not exist: is Re:amaze configured?",
+            ) from exc
+        raise
+    return {"schedule_id": schedule_id, "triggered": "true"}

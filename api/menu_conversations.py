@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, status
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import AdminToken, TemporalDep
+from dependencies import AdminToken, TemporalDep
 from workflows.menu_conversation import MenuConversation
 from workflows.menu_payloads import MenuView
 

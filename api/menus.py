@@ -15,10 +15,11 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from api.deps import AdminToken, StoreDep
+from dependencies import AdminToken, StoreDep
+from domain.menu_checks import problems
+from domain.menu_definition import NAME, MenuDefinition
 from store.menus import MenuSessionView
 from store.repo import Store
-from workflows.menu_definition import NAME, MenuDefinition, problems
 
 router = APIRouter(prefix="/v1/menus", tags=["menus"])
 

@@ -28,19 +28,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from temporalio.worker import Worker  # noqa: E402
-
-from bench.common import dev_server, milliseconds  # noqa: E402
-from settings import _duration_list, format_duration  # noqa: E402
-from store.db import upgrade  # noqa: E402
-from store.repo import Store  # noqa: E402
-from tests.stack import running_fakes, settings_for_urls  # noqa: E402
-from worker import WORKFLOWS, build_activities, widen_thread_pool  # noqa: E402
-from workflows.helpdesk_followup import (  # noqa: E402
+from bench.common import dev_server, milliseconds
+from domain.durations import format_duration, parse_duration_list
+from store.db import upgrade
+from store.repo import Store
+from tests.stack import running_fakes, settings_for_urls
+from worker import build_activities, build_worker, widen_thread_pool
+from workflows.helpdesk_followup import (
     FollowUpInput,
     FollowUpResult,
     HelpdeskFollowUp,
-    workflow_id_for,
+    start_options,
 )
 
 TAG = "Needs-Sales-Followup"
@@ -86,11 +84,10 @@ async def main(sequences: int, waits: list[timedelta], concurrency: int, rate: f
         settings = settings_for_urls(reamaze_url, gemini_url, database_url, task_queue, waits=waits)
         async with (
             build_activities(settings, store) as activities,
-            Worker(
+            build_worker(
                 env.client,
-                task_queue=task_queue,
-                workflows=list(WORKFLOWS),
-                activities=activities.all(),
+                settings,
+                activities.all(),
                 max_concurrent_activities=concurrency,
                 max_concurrent_workflow_tasks=concurrency,
             ),
@@ -106,8 +103,8 @@ async def main(sequences: int, waits: list[timedelta], concurrency: int, rate: f
                     handle = await env.client.start_workflow(
                         HelpdeskFollowUp.run,
                         FollowUpInput(conversation=slug, waits=waits, trigger_tag=TAG),
-                        id=workflow_id_for("reamaze", slug),
                         task_queue=task_queue,
+                        **start_options(slug).options(),
                     )
                 return await handle.result()
 
@@ -148,4 +145,4 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rate", type=float, default=0, help="starts per second; 0 = all at once")
     args = parser.parse_args()
-    asyncio.run(main(args.sequences, _duration_list(args.waits), args.concurrency, args.rate))
+    asyncio.run(main(args.sequences, parse_duration_list(args.waits), args.concurrency, args.rate))

@@ -36,9 +36,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import httpx
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     BIN,
     Connection,
     dev_server,
@@ -46,10 +46,11 @@ from bench.common import (  # noqa: E402
     raw_post,
     wait_for_worker,
 )
-from store.db import make_engine, upgrade  # noqa: E402
-from store.repo import OutboxStatus, Store  # noqa: E402
-from tests.fakes.graph import FakeGraph  # noqa: E402
-from tests.fakes.server import free_port  # noqa: E402
+from domain.status import OutboxStatus
+from store.db import make_engine, upgrade
+from store.repo import Store
+from tests.fakes.graph import FakeGraph
+from tests.fakes.server import free_port
 
 APP_SECRET = "bench-menu-app-secret"
 MENU = {

@@ -33,17 +33,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+import httpx
+from sqlalchemy import select
 
-from bench.common import Connection, dev_server, milliseconds, raw_post  # noqa: E402
-from settings import Settings, TemporalSettings, TwilioSettings, WhatsAppSettings  # noqa: E402
-from store.db import upgrade  # noqa: E402
-from store.models import DeliveryEvent, InboundMessage  # noqa: E402
-from store.repo import OutboxStatus, Store  # noqa: E402
-from tests.fakes.graph import FakeGraph  # noqa: E402
-from tests.fakes.server import free_port  # noqa: E402
-from tests.fakes.twilio import FakeTwilio  # noqa: E402
+from bench.common import Connection, dev_server, milliseconds, raw_post
+from domain.status import OutboxStatus
+from settings import Settings, TemporalSettings, TwilioSettings, WhatsAppSettings
+from store.db import upgrade
+from store.models import DeliveryEvent, InboundMessage
+from store.repo import Store
+from tests.fakes.graph import FakeGraph
+from tests.fakes.server import free_port
+from tests.fakes.twilio import FakeTwilio
 
 APP_SECRET = "bench-meta-app-secret"
 OUR_NUMBER = "+15005550006"
@@ -63,7 +64,7 @@ def serve(database_url: str, port: int, account_sid: str, auth_token: str, tempo
     """Child process: the HTTP service exactly as `nudge serve` runs it."""
     import uvicorn
 
-    from api.app import create_app
+    from service import create_app
 
     settings = Settings(
         _env_file=None,

@@ -1,42 +1,16 @@
 """What every outbound channel speaks: one message shape in, one receipt out.
 
-Each provider client in ``integrations/`` implements ``Channel.send``. The delivery activity
-(policy -> outbox -> channel) is the only caller; it never needs to know which provider it
-talks to beyond the channel name.
+Each provider client in ``integrations/`` implements ``Channel.send``; one that can find a
+message it was sent by its idempotency key also implements ``Reconcilable``. The delivery
+activity (policy -> outbox -> channel) is the only caller; it never needs to know which
+provider it talks to beyond the channel name.
 """
 
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from domain.channels import ChannelName, MessageClass, Template
 from integrations.errors import NotFound, Rejected
-
-
-class ChannelName(StrEnum):
-    email = "email"
-    sms = "sms"  # Twilio
-    whatsapp = "whatsapp"  # Meta Cloud API
-    whatsapp_twilio = "whatsapp_twilio"  # WhatsApp through Twilio
-    push = "push"  # FCM
-    support_board = "support_board"  # Instagram / Facebook / dashboard through Support Board
-    reamaze = "reamaze"
-
-
-class MessageClass(StrEnum):
-    transactional = "transactional"
-    marketing = "marketing"
-
-
-@dataclass(frozen=True)
-class Template:
-    """A pre-approved template: WhatsApp Cloud (``name`` + ``language`` + ``components``) or
-    Twilio Content (``content_sid`` + ``variables``)."""
-
-    name: str = ""
-    language: str = "en"
-    components: list[dict[str, Any]] = field(default_factory=list)
-    content_sid: str = ""
-    variables: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,3 +61,14 @@ class Channel(Protocol):
     async def send(self, message: OutboundMessage) -> Receipt: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Reconcilable(Protocol):
+    """A channel whose provider can say whether a message with this idempotency key arrived
+    (Re:amaze keeps our ``origin_id``). The send path asks it about a send whose answer was
+    lost, instead of reporting it ``unknown``."""
+
+    async def find_sent(self, message: OutboundMessage) -> Receipt | None:
+        """The receipt of the message already at the provider, or None when it is not there."""
+        ...

@@ -28,12 +28,15 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, parseaddr
+from typing import Literal
 
 import aiosmtplib
 
-from integrations.channels import ChannelName, MessageClass, OutboundMessage, Receipt
+from domain.channels import ChannelName, MessageClass
+from integrations.channels import OutboundMessage, Receipt
 from integrations.errors import ProviderError, Rejected, RetryLater
-from settings import SmtpSettings
+
+Security = Literal["starttls", "tls", "none"]
 
 PROVIDER = "smtp"
 UNSUBSCRIBE_LINE = "Unsubscribe from these e-mails"
@@ -60,17 +63,30 @@ class SmtpChannel:
     name = ChannelName.email
 
     def __init__(
-        self, settings: SmtpSettings, *, tls_context: ssl.SSLContext | None = None
+        self,
+        host: str,
+        sender: str,
+        *,
+        port: int = 587,
+        username: str = "",
+        password: str = "",
+        security: Security = "starttls",
+        timeout: float = 30.0,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        sender = parseaddr(settings.from_)[1]
-        if not is_mailbox(sender):
+        """``sender`` is the From header, e.g. ``Shop <hello@shop.example>``; ``security`` is
+        ``starttls`` (port 587), ``tls`` (implicit TLS, port 465) or ``none`` (local relays)."""
+        address = parseaddr(sender)[1]
+        if not is_mailbox(address):
             # A configuration mistake: fail when the worker starts, not at every send.
-            raise ValueError(
-                f"NUDGE_SMTP__FROM={settings.from_!r} has no plain address like hello@shop.example"
-            )
-        self._settings = settings
-        self._sender = sender
-        self._domain = sender.rpartition("@")[2]
+            raise ValueError(f"the sender {sender!r} has no plain address like hello@shop.example")
+        self._host, self._port = host, port
+        self._username, self._password = username, password
+        self._security = security
+        self._timeout = timeout
+        self._from = sender
+        self._sender = address
+        self._domain = address.rpartition("@")[2]
         self._tls_context = tls_context
 
     def message_id(self, idempotency_key: str) -> str:
@@ -114,21 +130,20 @@ class SmtpChannel:
         """Nothing to release: every send opens and closes its own connection."""
 
     def _client(self) -> aiosmtplib.SMTP:
-        settings = self._settings
         return aiosmtplib.SMTP(
-            hostname=settings.host,
-            port=settings.port,
-            timeout=settings.timeout.total_seconds(),
-            use_tls=settings.security == "tls",
-            start_tls=settings.security == "starttls",
+            hostname=self._host,
+            port=self._port,
+            timeout=self._timeout,
+            use_tls=self._security == "tls",
+            start_tls=self._security == "starttls",
             tls_context=self._tls_context,
-            username=settings.username or None,
-            password=settings.password if settings.username else None,
+            username=self._username or None,
+            password=self._password if self._username else None,
         )
 
     def _compose(self, message: OutboundMessage, recipient: str, message_id: str) -> EmailMessage:
         mail = EmailMessage(policy=_POLICY)
-        mail["From"] = self._settings.from_
+        mail["From"] = self._from
         mail["To"] = recipient
         # Line breaks in a subject would be a header injection; any run of whitespace is one space.
         mail["Subject"] = " ".join(message.subject.split())

@@ -35,10 +35,10 @@ import httpx
 import requests
 from google.oauth2 import service_account
 
-from integrations.channels import ChannelName, OutboundMessage, Receipt, Unregistered
+from domain.channels import ChannelName
+from integrations.channels import OutboundMessage, Receipt, Unregistered
 from integrations.errors import NotFound, Rejected, RetryLater
 from integrations.http import send as http_send
-from settings import FcmSettings
 
 PROVIDER = "fcm"
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -48,24 +48,21 @@ _RENEW_BEFORE_EXPIRY = 300.0
 so a token never expires between leaving here and reaching FCM."""
 _ASSUMED_LIFETIME = 3600.0
 """Google's access tokens last an hour; used when the token endpoint gives no ``expires_in``."""
-_CREDENTIALS_ENV = "NUDGE_FCM__CREDENTIALS_FILE"
 
 
-def _read_service_account(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        raise ValueError(f"{_CREDENTIALS_ENV} is not set: give the service-account JSON file")
+def _read_service_account(path: Path) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"{_CREDENTIALS_ENV}={path} cannot be read: {exc}") from exc
+        raise ValueError(f"{path} cannot be read: {exc}") from exc
     except ValueError as exc:
-        raise ValueError(f"{_CREDENTIALS_ENV}={path} is not a JSON file: {exc}") from exc
+        raise ValueError(f"{path} is not a JSON file: {exc}") from exc
     if not isinstance(info, dict) or info.get("type") != "service_account":
         # The usual mix-up is google-services.json, the app's config, which holds no key.
         raise ValueError(
-            f'{_CREDENTIALS_ENV}={path} is not a service-account key ("type": '
-            '"service_account"); create one under Firebase console > Project settings > '
-            "Service accounts > Generate new private key"
+            f'{path} is not a service-account key ("type": "service_account"); create one '
+            "under Firebase console > Project settings > Service accounts > Generate new "
+            "private key"
         )
     return info
 
@@ -115,8 +112,17 @@ class FcmChannel:
 
     name = ChannelName.push
 
-    def __init__(self, settings: FcmSettings, *, timeout: float = 20.0) -> None:
-        info = _read_service_account(settings.credentials_file)
+    def __init__(
+        self,
+        credentials_file: Path,
+        *,
+        project_id: str = "",
+        base_url: str = "https://fcm.googleapis.com",
+        timeout: float = 20.0,
+    ) -> None:
+        """``credentials_file`` is a Firebase service-account JSON file (its ``token_uri`` is
+        where access tokens come from); ``project_id`` defaults to the one it names."""
+        info = _read_service_account(credentials_file)
         try:
             # google-auth ships py.typed but leaves this factory unannotated.
             self._credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
@@ -124,19 +130,17 @@ class FcmChannel:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(
-                f"{_CREDENTIALS_ENV}={settings.credentials_file} is not a usable "
-                f"service-account key: {exc}"
+                f"{credentials_file} is not a usable service-account key: {exc}"
             ) from exc
-        project = settings.project_id or info.get("project_id") or ""
+        project = project_id or info.get("project_id") or ""
         if not isinstance(project, str) or not project:
             raise ValueError(
-                f"no Firebase project: {_CREDENTIALS_ENV} has no project_id; "
-                "set NUDGE_FCM__PROJECT_ID"
+                f"no Firebase project: {credentials_file} has no project_id and none was given"
             )
         self.project_id = project
         self._path = f"/v1/projects/{quote(project, safe='')}/messages:send"
         self._timeout = timeout
-        self._http = httpx.AsyncClient(base_url=settings.base_url.rstrip("/"), timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
         self._auth_session = requests.Session()
         self._auth_request = google.auth.transport.requests.Request(self._auth_session)
         self._token_lock = asyncio.Lock()

@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
     from google.genai import types as genai_types
 
-    from settings import Settings
-
 # The SDKs are imported where a provider is built or called, not here: together they take
 # about two seconds to import, which every process (the HTTP service too) would otherwise pay
 # at start-up whether or not an LLM is configured.
@@ -299,30 +297,3 @@ class OpenAIGenerator:
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-def build_generator(settings: Settings) -> TextGenerator | None:
-    """None means "no LLM": the writer then always sends the configured fallback texts."""
-    provider = settings.llm_provider
-    if provider == "gemini":
-        if not settings.gemini.api_key:
-            raise ValueError(
-                "the LLM provider is gemini but no key is set: "
-                "set GOOGLE_API_KEY, GEMINI_API_KEY or NUDGE_GEMINI__API_KEY"
-            )
-        return GeminiGenerator(
-            settings.gemini.api_key,
-            settings.gemini.model,
-            base_url=settings.gemini.base_url,
-            thinking_budget=settings.gemini.thinking_budget,
-            thinking_level=settings.gemini.thinking_level,
-        )
-    if provider == "openai":
-        if not settings.openai.api_key:
-            raise ValueError(
-                "the LLM provider is openai but no key is set: set NUDGE_OPENAI__API_KEY"
-            )
-        return OpenAIGenerator(
-            settings.openai.api_key, settings.openai.model, base_url=settings.openai.base_url
-        )
-    return None

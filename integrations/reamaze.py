@@ -16,6 +16,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from domain.channels import ChannelName
+from integrations.channels import OutboundMessage, Receipt
 from integrations.errors import Rejected
 from integrations.http import HttpClient, send
 
@@ -141,8 +143,13 @@ def _conversation_path(slug: str) -> str:
 class ReamazeClient(HttpClient):
     """One brand's API as the user whose token it is (posts are attributed to that user).
 
-    ``base_url`` includes the API root, e.g. ``https://{brand}.reamaze.io/api/v1``.
+    ``base_url`` includes the API root, e.g. ``https://{brand}.reamaze.io/api/v1``. It is
+    also the ``reamaze`` channel of the send path: a message's ``to`` is the conversation's
+    slug, its idempotency key the post's ``origin_id``, and a send whose answer was lost is
+    settled by looking for that ``origin_id`` (``find_sent``).
     """
+
+    name = ChannelName.reamaze
 
     def __init__(
         self,
@@ -219,6 +226,19 @@ class ReamazeClient(HttpClient):
         }
         data = await self._json("POST", path, payload)
         return _parse(ReamazeMessage, data, f"POST {path}")
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        """Post ``message.text`` into the conversation ``message.to``, marked as ours."""
+        posted = await self.post_message(
+            message.to, message.text, origin_id=message.idempotency_key
+        )
+        return Receipt(provider_message_id=posted.origin_id or message.idempotency_key)
+
+    async def find_sent(self, message: OutboundMessage) -> Receipt | None:
+        found = await self.find_message_by_origin_id(message.to, message.idempotency_key)
+        if found is None:
+            return None
+        return Receipt(provider_message_id=found.origin_id or message.idempotency_key)
 
     async def update_tags(self, slug: str, tag_list: list[str]) -> ReamazeConversation:
         """Replace the tags: send the full list you want, not the change (PUT semantics)."""

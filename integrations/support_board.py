@@ -33,10 +33,10 @@ from typing import Any
 
 import httpx
 
-from integrations.channels import ChannelName, OutboundMessage, Receipt
+from domain.channels import ChannelName
+from integrations.channels import OutboundMessage, Receipt
 from integrations.errors import NotFound, Rejected, RetryLater
 from integrations.http import send as http_send
-from settings import SupportBoardSettings
 
 PROVIDER = "support_board"
 _NO_ATTACHMENTS = json.dumps([])
@@ -83,15 +83,16 @@ class SupportBoardChannel:
 
     name = ChannelName.support_board
 
-    def __init__(self, settings: SupportBoardSettings, *, timeout: float = 20.0) -> None:
-        if not settings.configured:
-            raise ValueError(
-                "Support Board needs NUDGE_SUPPORT_BOARD__URL (the include/api.php URL) "
-                "and NUDGE_SUPPORT_BOARD__TOKEN (an admin token)"
-            )
-        self._url = settings.url
-        self._token = settings.token
-        self._bot_user_id = settings.bot_user_id
+    def __init__(
+        self, url: str, token: str, *, bot_user_id: str = "", timeout: float = 20.0
+    ) -> None:
+        """``url`` is the ``include/api.php`` URL, ``token`` an admin token (the API accepts
+        no other), ``bot_user_id`` the user messages are sent as when no sender is named."""
+        if not (url and token):
+            raise ValueError("Support Board needs its include/api.php URL and an admin token")
+        self._url = url
+        self._token = token
+        self._bot_user_id = bot_user_id
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def send(self, message: OutboundMessage) -> Receipt:

@@ -24,16 +24,10 @@ from urllib.parse import quote
 import httpx
 from twilio.request_validator import RequestValidator
 
-from integrations.channels import (
-    ChannelName,
-    OutboundMessage,
-    OutsideWindow,
-    Receipt,
-    RecipientOptedOut,
-)
+from domain.channels import ChannelName
+from integrations.channels import OutboundMessage, OutsideWindow, Receipt, RecipientOptedOut
 from integrations.errors import NotFound, ProviderError, Rejected, RetryLater
 from integrations.http import HttpClient, send
-from settings import TwilioSettings
 
 PROVIDER = "twilio"
 API_VERSION = "2010-04-01"
@@ -49,32 +43,36 @@ _CHANNELS = (ChannelName.sms, ChannelName.whatsapp_twilio)
 class TwilioChannel(HttpClient):
     """One Twilio channel: ``ChannelName.sms`` or ``ChannelName.whatsapp_twilio``.
 
-    The sender is the Messaging Service when ``messaging_service_sid`` is set, otherwise
-    ``sms_from`` or ``whatsapp_from`` by channel; a missing sender is a configuration error
-    raised here, at start-up, rather than on the first send.
+    The sender is the Messaging Service when ``messaging_service_sid`` is set, otherwise the
+    ``sender`` number (E.164; the ``whatsapp:`` prefix is added for WhatsApp); a missing
+    sender is a configuration error raised here, at start-up, rather than on the first send.
     """
 
     name: ChannelName
 
     def __init__(
         self,
-        settings: TwilioSettings,
+        account_sid: str,
+        auth_token: str,
         channel: ChannelName = ChannelName.sms,
         *,
+        sender: str = "",
+        messaging_service_sid: str = "",
+        base_url: str = "https://api.twilio.com",
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if channel not in _CHANNELS:
             raise ValueError(f"Twilio sends {' and '.join(_CHANNELS)}, not {channel}")
-        if not settings.configured:
-            raise ValueError("Twilio needs NUDGE_TWILIO__ACCOUNT_SID and NUDGE_TWILIO__AUTH_TOKEN")
+        if not (account_sid and auth_token):
+            raise ValueError("Twilio needs an account SID and an auth token")
         self.name = channel
-        self._sender = self._sender_fields(settings)
-        account = quote(settings.account_sid, safe="")
+        self._sender = self._sender_fields(sender, messaging_service_sid)
+        account = quote(account_sid, safe="")
         self._messages_path = f"/{API_VERSION}/Accounts/{account}/Messages"
         self._http = httpx.AsyncClient(
-            base_url=settings.base_url.rstrip("/"),
-            auth=httpx.BasicAuth(settings.account_sid, settings.auth_token),
+            base_url=base_url.rstrip("/"),
+            auth=httpx.BasicAuth(account_sid, auth_token),
             headers={"Accept": "application/json"},
             timeout=timeout,
             transport=transport,
@@ -114,17 +112,11 @@ class TwilioChannel(HttpClient):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _sender_fields(self, settings: TwilioSettings) -> dict[str, str]:
-        if settings.messaging_service_sid:
-            return {"MessagingServiceSid": settings.messaging_service_sid}
-        whatsapp = self.name == ChannelName.whatsapp_twilio
-        number = settings.whatsapp_from if whatsapp else settings.sms_from
+    def _sender_fields(self, number: str, messaging_service_sid: str) -> dict[str, str]:
+        if messaging_service_sid:
+            return {"MessagingServiceSid": messaging_service_sid}
         if not number:
-            variable = "WHATSAPP_FROM" if whatsapp else "SMS_FROM"
-            raise ValueError(
-                f"Twilio {self.name} needs NUDGE_TWILIO__{variable}"
-                " or NUDGE_TWILIO__MESSAGING_SERVICE_SID"
-            )
+            raise ValueError(f"Twilio {self.name} needs a sender number or a Messaging Service")
         return {"From": self._address(number)}
 
     def _address(self, number: str) -> str:

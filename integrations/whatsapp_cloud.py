@@ -30,10 +30,10 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from integrations.channels import ChannelName, OutboundMessage, OutsideWindow, Receipt
+from domain.channels import ChannelName
+from integrations.channels import OutboundMessage, OutsideWindow, Receipt
 from integrations.errors import NotFound, ProviderError, Rejected, RetryLater
 from integrations.http import send as http_send
-from settings import WhatsAppSettings
 
 PROVIDER = "whatsapp_cloud"
 
@@ -165,22 +165,22 @@ class WhatsAppCloudChannel:
 
     def __init__(
         self,
-        settings: WhatsAppSettings,
+        token: str,
+        phone_number_id: str,
         *,
+        graph_url: str = "https://graph.facebook.com",
+        api_version: str = "v23.0",
         timeout: float = 20.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if not settings.configured:
-            raise ValueError(
-                "WhatsApp Cloud needs NUDGE_WHATSAPP__TOKEN and NUDGE_WHATSAPP__PHONE_NUMBER_ID"
-            )
-        self._path = (
-            f"/{quote(settings.api_version, safe='')}"
-            f"/{quote(settings.phone_number_id, safe='')}/messages"
-        )
+        """``token`` is the access token (a system user's); ``phone_number_id`` the business
+        number's id in the Graph API, not the number itself."""
+        if not (token and phone_number_id):
+            raise ValueError("WhatsApp Cloud needs an access token and a phone number id")
+        self._path = f"/{quote(api_version, safe='')}/{quote(phone_number_id, safe='')}/messages"
         self._http = httpx.AsyncClient(
-            base_url=settings.graph_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {settings.token}"},
+            base_url=graph_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
             transport=transport,
         )

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from temporalio.client import Client
 
-from activities.policy import Keyword, normalize_address, opt_keyword
+from domain.addresses import normalize_address
+from domain.delivery import DeliveryStatus
+from domain.policy import Keyword, opt_keyword
 from store.delivery import StatusResult
 from store.inbound import OptChange
 from store.repo import Store
-from workflows.send_message import DeliveryStatus
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +102,14 @@ async def handle_status(
     )
 
 
-async def signal_status(client_source: object, result: StatusResult, status: str) -> None:
+async def signal_status(
+    temporal: Callable[[], Awaitable[Client]], result: StatusResult, status: str
+) -> None:
     """Tell the workflow that sent the message; runs after the webhook has answered."""
     if not (result.advanced and result.workflow_id and result.idempotency_key):
         return
     try:
-        client: Client = await client_source.get()  # type: ignore[attr-defined]
+        client = await temporal()
         handle = client.get_workflow_handle(result.workflow_id)
         await handle.signal("delivery_status", DeliveryStatus(result.idempotency_key, status))
     except Exception as error:  # a finished workflow no longer listens: that is fine

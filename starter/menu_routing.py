@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.policy import Keyword, opt_keyword
-from integrations.channels import ChannelName
+from domain.channels import ChannelName
+from domain.menu_definition import MenuDefinition
+from domain.menu_matching import pick_menu
+from domain.policy import Keyword, opt_keyword
 from settings import Settings
 from store.repo import Store
-from workflows.menu_conversation import KIND, MenuConversation
-from workflows.menu_definition import MenuDefinition
+from workflows.menu_conversation import MenuConversation, start_options
 from workflows.menu_payloads import MenuConversationInput, MenuMessage, workflow_id_for
-from workflows.menu_text import pick_menu
-from workflows.search_attributes import at_start
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +220,6 @@ class MenuRouter:
         """Signal-with-start: a running conversation gets the message; otherwise a new run
         starts with it. One RPC, and no race between "is one running?" and "start one"."""
         menus = self.settings.menus
-        summary = f"Menu {menu.name} with {routed.address}" if menu else f"{routed.address}"
         await client.start_workflow(
             MenuConversation.run,
             MenuConversationInput(
@@ -233,12 +231,10 @@ class MenuRouter:
                 fallback_text=menus.fallback_text,
                 fallback_period=menus.fallback_period,
             ),
-            id=workflow_id_for(routed.channel.value, routed.address),
             task_queue=self.settings.temporal.task_queue,
             start_signal="message",
             start_signal_args=[routed.message],
-            search_attributes=at_start(KIND, "active", routed.channel.value),
-            static_summary=summary[:200],
+            **start_options(routed.channel, routed.address, routed.contact_id, menu).options(),
         )
 
 

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response, status
 
-from activities.policy import normalize_address
-from api.deps import SettingsDep, StoreDep
-from integrations.channels import ChannelName
+from dependencies import SettingsDep, StoreDep
+from domain.addresses import normalize_address
+from domain.channels import ChannelName
 from integrations.twilio_channel import verify_signature
 from starter.inbound import handle_inbound, handle_status, signal_status
 from starter.menu_routing import MenuRouter, RoutedMessage
@@ -114,5 +114,5 @@ async def delivery_status(
         result = await handle_status(
             store, "twilio", sid, mapped, occurred_at=datetime.now(UTC), error_code=error_code
         )
-        background.add_task(signal_status, request.app.state.temporal, result, mapped)
+        background.add_task(signal_status, request.app.state.temporal.get, result, mapped)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,7 +13,7 @@ import html
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 
-from api.deps import SettingsDep, StoreDep
+from dependencies import SettingsDep, StoreDep
 from links import read_unsubscribe_token, secret_key
 
 router = APIRouter(tags=["unsubscribe"])

@@ -8,9 +8,9 @@ import json
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response, status
 from fastapi.responses import PlainTextResponse
 
-from activities.policy import normalize_address
-from api.deps import SettingsDep, StoreDep
-from integrations.channels import ChannelName
+from dependencies import SettingsDep, StoreDep
+from domain.addresses import normalize_address
+from domain.channels import ChannelName
 from integrations.whatsapp_cloud import parse_webhook, verify_signature, verify_subscription
 from starter.inbound import handle_inbound, handle_status, signal_status
 from starter.menu_routing import MenuRouter, RoutedMessage
@@ -86,5 +86,5 @@ async def deliveries(
             occurred_at=update.timestamp,
             error_code=str(update.error_code) if update.error_code else None,
         )
-        background.add_task(signal_status, request.app.state.temporal, result, mapped)
+        background.add_task(signal_status, request.app.state.temporal.get, result, mapped)
     return Response(status_code=status.HTTP_200_OK)

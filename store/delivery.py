@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from domain.status import STATUS_RANK
 from store.db import insert_new
 from store.models import (
     Contact,
@@ -27,17 +28,6 @@ from store.models import (
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
-STATUS_RANK = {
-    "pending": 0,
-    "sending": 1,
-    "unknown": 1,
-    "sandboxed": 2,
-    "sent": 2,
-    "delivered": 3,
-    "failed": 3,
-    "read": 4,
-}
-"""Statuses arrive out of order and may skip ``delivered``: the outbox keeps the furthest."""
 COUNTED_AS_SENT = ("sent", "delivered", "read", "sandboxed", "unknown")
 CLAIMED_UNSENT = ("pending", "sending")
 """Claimed but not sent yet: these count against the frequency cap too (from when they were
@@ -51,7 +41,7 @@ customer has to write first, or a template be sent). Often reported on a ``faile
 class FrequencyCap:
     """The frequency cap as the outbox claim applies it, inside the claim's transaction.
 
-    ``until`` is the policy's rule (``activities.policy.frequency_until`` with its settings):
+    ``until`` is the policy's rule (``domain.policy.frequency_until`` with its settings):
     given the times of the contact's marketing messages since ``since``, when the next one
     fits, None meaning now.
     """

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
-from workflows.menu_definition import MenuDefinition, problems
+from domain.menu_checks import problems
+from domain.menu_definition import MenuDefinition
 
 if TYPE_CHECKING:
     from store.repo import Store

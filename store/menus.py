@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from domain.menu_definition import MenuDefinition
 from store.db import retrying_conflicts
 from store.models import BusinessEvent, FallbackReply, Menu, MenuSession
-from workflows.menu_definition import MenuDefinition
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain.status import OutboxStatus
 from store.db import make_engine, make_sessionmaker
 from store.delivery import (
     ContactStore,
@@ -29,29 +30,6 @@ from store.delivery import (
 from store.inbound import InboundStore
 from store.menus import MenuStore
 from store.models import ApiToken, Contact, FollowUp, OutboxMessage, utcnow
-
-
-class OutboxStatus(StrEnum):
-    pending = "pending"
-    sending = "sending"
-    sent = "sent"
-    delivered = "delivered"
-    read = "read"
-    failed = "failed"
-    suppressed = "suppressed"
-    sandboxed = "sandboxed"
-    unknown = "unknown"
-
-
-FINAL_OUTBOX = {
-    OutboxStatus.sent,
-    OutboxStatus.delivered,
-    OutboxStatus.read,
-    OutboxStatus.failed,
-    OutboxStatus.suppressed,
-    OutboxStatus.sandboxed,
-    OutboxStatus.unknown,
-}
 
 
 class Role(StrEnum):

@@ -3,7 +3,8 @@
 Run it only when a workflow gains a new path worth guarding; never to "fix" a failing replay
 test - that failure means a change needs `workflow.patched`. A prefix starting with
 ``send_message`` records ``SendMessage`` runs (an SMS through the fake Twilio, one with a
-``delivered`` status signalled back) instead of follow-ups.
+``delivered`` status signalled back), one starting with ``helpdesk_poll`` a ``HelpdeskPoll``
+run that starts two follow-ups, and any other prefix follow-ups.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.delivery import DeliverRequest
-from integrations.channels import ChannelName
+from domain.channels import ChannelName
+from domain.delivery import DeliverRequest, DeliveryStatus
 from settings import TwilioSettings
 from store.db import upgrade
 from store.repo import Store
@@ -28,9 +29,10 @@ from tests.conftest import temporal_test_server
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
 from tests.stack import nudge_worker, running_fakes, settings_for, write_seed_config
-from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, workflow_id_for
+from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, start_options
+from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
-from workflows.send_message import DeliveryStatus, SendMessage
+from workflows.send_message import SendMessage
 
 HERE = Path(__file__).with_name("histories")
 TAG = "Needs-Sales-Followup"
@@ -63,6 +65,8 @@ async def main(prefix: str) -> None:
     store = Store.from_url(url)
     if prefix.startswith("send_message"):
         await record_send_messages(env, store, url, prefix)
+    elif prefix.startswith("helpdesk_poll"):
+        await record_poll(env, store, url, workdir, prefix)
     else:
         await record_followups(env, store, url, workdir, prefix)
     store.close()
@@ -74,10 +78,11 @@ async def record_send_messages(
     store: Store,
     url: str,
     prefix: str,
-    names: tuple[str, ...] = ("sent", "delivered"),
+    names: tuple[str, ...] = ("sent", "delivered", "reamaze_sent"),
 ) -> None:
-    """An SMS that is sent and hears nothing back, and one whose ``delivered`` status is
-    signalled while the run waits for it."""
+    """An SMS that is sent and hears nothing back, one whose ``delivered`` status is
+    signalled while the run waits for it, and a reply posted into a Re:amaze conversation
+    (a channel that reports no statuses)."""
     twilio = FakeTwilio()
     with running_fakes() as fakes, serve(twilio.app) as twilio_server:
         settings = settings_for(fakes, url, "record")
@@ -93,6 +98,9 @@ async def record_send_messages(
                 request = DeliverRequest(
                     key, key, ChannelName.sms, "+15551230000", text="Your order has shipped"
                 )
+                if name.startswith("reamaze"):
+                    fakes.reamaze.add_conversation(key, tags=[], customer_email="c@example.com")
+                    request.channel, request.to = ChannelName.reamaze, key
                 handle = await env.client.start_workflow(
                     SendMessage.run, request, id=key, task_queue="record"
                 )
@@ -110,6 +118,27 @@ async def until_sent(store: Store, key: str) -> None:
             return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"{key} was not sent within a minute")
+
+
+async def record_poll(
+    env: WorkflowEnvironment, store: Store, url: str, workdir: Path, prefix: str
+) -> None:
+    """A poll that finds two tagged conversations and starts a follow-up for each."""
+    with running_fakes() as fakes:
+        settings = settings_for(fakes, url, "record", write_seed_config(workdir))
+        for _ in range(2):
+            slug = f"polled-{uuid.uuid4().hex[:6]}"
+            fakes.reamaze.add_conversation(slug, tags=[TAG], customer_email=f"{slug}@example.com")
+        async with nudge_worker(env.client, settings, store):
+            handle = await env.client.start_workflow(
+                HelpdeskPoll.run,
+                PollInput(trigger_tag=TAG, waits=WAITS),
+                id=f"{schedule_id_for()}:run",
+                task_queue="record",
+            )
+            result = await handle.result()
+            assert len(result.started) == 2, result
+            await save(env.client, handle.id, f"{prefix}_started_two")
 
 
 async def record_followups(
@@ -136,8 +165,8 @@ async def record_followups(
                 handle = await env.client.start_workflow(
                     HelpdeskFollowUp.run,
                     FollowUpInput(conversation=slug, waits=WAITS, trigger_tag=TAG),
-                    id=workflow_id_for("reamaze", slug),
                     task_queue="record",
+                    **start_options(slug).options(),
                 )
                 if name == "cancelled":
                     await env.sleep(timedelta(minutes=40))

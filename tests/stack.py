@@ -24,7 +24,7 @@ from store.repo import Store
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.reamaze import FakeReamaze
 from tests.fakes.server import RunningServer, serve
-from worker import WORKFLOWS, build_activities
+from worker import build_activities, build_worker
 
 SEED_CONFIG = {
     "followup1_fallback_message": "Fallback one.",
@@ -121,11 +121,5 @@ def write_seed_config(directory: Path) -> Path:
 @asynccontextmanager
 async def nudge_worker(client: Client, settings: Settings, store: Store) -> AsyncIterator[Worker]:
     async with build_activities(settings, store) as activities:
-        worker = Worker(
-            client,
-            task_queue=settings.temporal.task_queue,
-            workflows=list(WORKFLOWS),
-            activities=activities.all(),
-        )
-        async with worker:
+        async with build_worker(client, settings, activities.all()) as worker:
             yield worker

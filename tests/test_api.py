@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from api.app import create_app
+from service import create_app
 from settings import Settings, TemporalSettings
 from store.repo import Role, Store
 from tests.fakes.server import free_port, serve

@@ -25,23 +25,25 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.delivery import DeliverRequest, DeliveryActivities, DeliveryOutcome
-from activities.policy import Verdict
-from integrations.channels import Channel, ChannelName, MessageClass, Template
-from integrations.email_smtp import SmtpChannel
+from activities.delivery import DeliveryActivities
+from domain.channels import ChannelName, MessageClass, Template
+from domain.delivery import DeliverRequest, DeliveryOutcome, DeliveryStatus
+from domain.policy import Verdict
+from domain.status import OutboxStatus
+from integrations.channels import Channel
 from integrations.twilio_channel import TwilioChannel
-from integrations.whatsapp_cloud import WhatsAppCloudChannel
 from links import read_unsubscribe_token, unsubscribe_token, unsubscribe_url
 from settings import PolicySettings, Settings, SmtpSettings, TwilioSettings, WhatsAppSettings
 from starter.inbound import handle_inbound
-from store.repo import OutboxStatus, Store
+from store.repo import Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
 from tests.fakes.smtp import FakeSmtp
 from tests.fakes.twilio import FakeTwilio
+from worker import smtp_channel, twilio_channel, whatsapp_channel
 from workflows.delivery import send
 from workflows.search_attributes import NUDGE_STATUS
-from workflows.send_message import STATUS_WAIT, DeliveryStatus, SendMessage, SendMessageResult
+from workflows.send_message import STATUS_WAIT, SendMessage, SendMessageResult
 
 PHONE = "+15551230000"
 KEY = b"test-secret-key"
@@ -121,17 +123,17 @@ async def make_rig(
 ) -> AsyncIterator[Rig]:
     graph, twilio, smtp, graph_url, twilio_url = fakes
     channels: dict[ChannelName, Channel | None] = {
-        ChannelName.whatsapp: WhatsAppCloudChannel(
+        ChannelName.whatsapp: whatsapp_channel(
             WhatsAppSettings(token=graph.token, phone_number_id=graph.phone_number_id, graph_url=graph_url)
         ),
-        ChannelName.sms: TwilioChannel(
+        ChannelName.sms: twilio_channel(
             TwilioSettings(
                 account_sid=twilio.account_sid, auth_token=twilio.auth_token, sms_from="+15005550006",
                 base_url=twilio_url,
             ),
             channel=ChannelName.sms,
         ),
-        ChannelName.email: SmtpChannel(
+        ChannelName.email: smtp_channel(
             SmtpSettings(host="127.0.0.1", port=smtp.port, security="none", **{"from": "shop@shop.test"})
         ),
         ChannelName.push: None,  # sandboxed
@@ -408,7 +410,7 @@ def twilio_sms(fakes: tuple[FakeGraph, FakeTwilio, FakeSmtp, str, str]) -> Twili
         sms_from="+15005550006",
         base_url=url,
     )
-    return TwilioChannel(settings, channel=ChannelName.sms)
+    return twilio_channel(settings, channel=ChannelName.sms)
 
 
 async def attempt(activities: DeliveryActivities, request: DeliverRequest) -> DeliveryOutcome:
@@ -610,7 +612,7 @@ async def test_send_message_without_a_status_ends_sent_after_the_wait(rig: Rig) 
 
 
 def test_unsubscribe_page_and_one_click(store: Store, sqlite_url: str) -> None:
-    from api.app import create_app
+    from service import create_app
 
     settings = Settings(_env_file=None, database_url=sqlite_url, secret_key="k")
     with (
@@ -635,7 +637,7 @@ def test_unsubscribe_page_and_one_click(store: Store, sqlite_url: str) -> None:
 def test_unsubscribe_page_confirms_with_a_plain_form_post(store: Store, sqlite_url: str) -> None:
     """A person who follows the link gets a page whose button posts an ordinary HTML form
     (not RFC 8058's one-click body); submitting it as a browser does opts them out."""
-    from api.app import create_app
+    from service import create_app
 
     settings = Settings(_env_file=None, database_url=sqlite_url, secret_key="k")
     with (

@@ -11,15 +11,17 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
-from integrations.channels import ChannelName, OutboundMessage
-from integrations.twilio_channel import TwilioChannel
+from domain.channels import ChannelName
+from domain.status import OutboxStatus
+from integrations.channels import OutboundMessage
+from service import create_app
 from settings import Settings, TemporalSettings, TwilioSettings, WhatsAppSettings
-from store.repo import OutboxStatus, Store
+from store.repo import Store
 from tests.api_rig import Api
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import free_port, serve
 from tests.fakes.twilio import FakeTwilio
+from worker import twilio_channel
 
 APP_SECRET = "meta-app-secret-for-tests"
 WHATSAPP_NUMBER = "+15005550006"
@@ -382,7 +384,7 @@ def test_suppression_validation_names_the_field(api: Api, body: dict[str, str], 
 
 
 def test_suppressing_whatsapp_through_twilio_suppresses_the_whatsapp_number(api: Api) -> None:
-    """BUG (api/delivery.py, add_suppression): the API accepts ``whatsapp_twilio`` and stores the
+    """BUG (api/suppressions.py, add_suppression): the API accepts ``whatsapp_twilio`` and stores the
     suppression under that channel name, but the send path looks suppressions up under
     ``whatsapp`` for WhatsApp-through-Twilio (activities/delivery.py INBOUND_CHANNEL), so this
     suppression never stops a message. Expected: refused (422) or stored as ``whatsapp``."""
@@ -476,7 +478,7 @@ async def _send_whatsapp_via_twilio(twilio: FakeTwilio, api_url: str, to: str) -
         whatsapp_from=WHATSAPP_NUMBER,
         base_url=api_url,
     )
-    async with TwilioChannel(settings, channel=ChannelName.whatsapp_twilio) as channel:
+    async with twilio_channel(settings, channel=ChannelName.whatsapp_twilio) as channel:
         message = OutboundMessage(ChannelName.whatsapp_twilio, to, "k", text="Your order")
         return (await channel.send(message)).provider_message_id
 

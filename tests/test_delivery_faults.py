@@ -13,8 +13,8 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.delivery import DeliverRequest
-from integrations.channels import ChannelName
+from domain.channels import ChannelName
+from domain.delivery import DeliverRequest
 from store.db import upgrade
 from store.repo import Store
 from tests.fakes.graph import FakeGraph

@@ -4,6 +4,7 @@ and fake Re:amaze and Gemini servers, all over real sockets on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,14 +17,16 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from api.app import create_app
+from service import create_app
 from settings import Settings
 from store.db import upgrade
 from store.repo import Role, Store
+from tests.conftest import temporal_cli
 from tests.fakes.server import serve
 from tests.processes import WorkerProcess
 from tests.stack import Fakes, running_fakes
 from workflows.helpdesk_poll import schedule_id_for
+from workflows.send_message import SendMessageResult
 
 TAG = "Needs-Sales-Followup"
 
@@ -222,3 +225,67 @@ async def test_worker_killed_after_the_provider_accepted_posts_once(stack: Stack
         worker.stop()
         if replacement is not None:
             replacement.stop()
+
+
+async def test_a_message_to_a_reamaze_conversation_is_posted_once(stack: Stack) -> None:
+    """``POST /v1/messages`` with ``channel: reamaze`` takes the one send path to Re:amaze."""
+    slug = f"e2e-{uuid.uuid4().hex[:8]}"
+    stack.fakes.reamaze.add_conversation(slug, tags=[], customer_email=f"{slug}@example.com")
+    worker = WorkerProcess(stack.worker_env, stack.workdir).start()
+    try:
+        body = {"channel": "reamaze", "to": slug, "text": "Your order ships today.", "key": slug}
+        sent = await stack.api.post("/v1/messages", json=body)
+        assert sent.status_code == 202, sent.text
+        handle = stack.env.client.get_workflow_handle_for(
+            SendMessage.run, sent.json()["workflow_id"]
+        )
+        result = await handle.result()
+        assert result.status == "sent", result
+        again = await stack.api.post("/v1/messages", json=body)
+        assert again.status_code in (202, 409), again.text
+        if again.status_code == 202:
+            await stack.env.client.get_workflow_handle(again.json()["workflow_id"]).result()
+
+        posts = [post["message"] for post in stack.fakes.reamaze.posts_for(slug)]
+        assert len(posts) == 1, "the same key never posts twice"
+        assert posts[0]["body"] == "Your order ships today."
+        assert posts[0]["origin_id"] == f"message:{slug}"
+    finally:
+        worker.stop()
+
+
+async def test_a_reset_follow_up_posts_no_step_twice(stack: Stack) -> None:
+    """``temporal workflow reset``, the operator's usual repair, runs a follow-up again from
+    its start under a new run id: the step already posted is not posted again, because its
+    key comes from the workflow, not from the run."""
+    stack.worker_env["NUDGE_FOLLOWUP__WAITS"] = "1s,8s"
+    slug = stack.conversation()
+    workflow_id = f"followup:reamaze:{slug}"
+    worker = WorkerProcess(stack.worker_env, stack.workdir).start()
+    try:
+        await wait_for(lambda: len(stack.fakes.reamaze.posts_for(slug)) == 1, timeout=60)
+        first_run = (await stack.env.client.get_workflow_handle(workflow_id).describe()).run_id
+        reset = await asyncio.to_thread(
+            subprocess.run,
+            [
+                temporal_cli(), "workflow", "reset", "--workflow-id", workflow_id,
+                "--type", "FirstWorkflowTask", "--reason", "repair after a bad deploy",
+                "--address", stack.env.client.service_client.config.target_host,
+                "--namespace", stack.env.client.namespace,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert reset.returncode == 0, reset.stderr
+
+        outcome = await stack.outcome(slug, timeout=90)
+        assert outcome["status"] == "completed", outcome
+        assert outcome["run_id"] != first_run, "the outcome is the reset run's"
+        assert len(stack.fakes.gemini.requests) == 3, "the reset run wrote step 1 again"
+        origins = [post["message"]["origin_id"] for post in stack.fakes.reamaze.posts_for(slug)]
+        assert len(origins) == 2 and len(set(origins)) == 2, origins
+        rows = [r for r in stack.store.list_outbox() if r.recipient == slug]
+        assert sorted(r.status for r in rows) == ["sent", "sent"]
+    finally:
+        worker.stop()

@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
-from integrations.channels import ChannelName, MessageClass, OutboundMessage
+from domain.channels import ChannelName, MessageClass
+from integrations.channels import OutboundMessage
 from integrations.email_smtp import SmtpChannel
 from integrations.errors import Rejected, RetryLater
 from settings import SmtpSettings
 from tests.fakes.server import free_port
 from tests.fakes.smtp import Command, FakeSmtp
+from worker import smtp_channel
 
 FROM = "Shop <hello@shop.example>"
 UNSUBSCRIBE = "https://shop.example/u/one-click?contact=c-42&sig=" + "9f" * 40
@@ -30,7 +32,7 @@ def channel(smtp: FakeSmtp, **settings: Any) -> SmtpChannel:
     }
     values.update(settings)
     tls_context = smtp.client_tls_context() if smtp.tls else None
-    return SmtpChannel(SmtpSettings.model_validate(values), tls_context=tls_context)
+    return smtp_channel(SmtpSettings.model_validate(values), tls_context=tls_context)
 
 
 def email(key: str = "followup:c-42:1", **fields: Any) -> OutboundMessage:
@@ -180,7 +182,7 @@ async def test_untrusted_certificate_is_not_used() -> None:
         )
         # The system's trust store does not know the fake's self-signed certificate.
         with pytest.raises(RetryLater) as caught:
-            await SmtpChannel(settings).send(email())
+            await smtp_channel(settings).send(email())
 
         assert smtp.received == []
     assert not caught.value.maybe_delivered
@@ -235,7 +237,7 @@ async def test_connection_refused_retries_later() -> None:
     )
 
     with pytest.raises(RetryLater) as caught:
-        await SmtpChannel(settings).send(email())
+        await smtp_channel(settings).send(email())
 
     assert caught.value.provider == "smtp"
     assert not caught.value.maybe_delivered

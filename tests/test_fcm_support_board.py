@@ -19,8 +19,10 @@ from temporalio.testing import ActivityEnvironment
 
 import integrations.fcm
 import tests.fakes.fcm
-from activities.delivery import DeliverRequest, DeliveryActivities
-from integrations.channels import Channel, ChannelName, OutboundMessage, Unregistered
+from activities.delivery import DeliveryActivities
+from domain.channels import ChannelName
+from domain.delivery import DeliverRequest
+from integrations.channels import Channel, OutboundMessage, Unregistered
 from integrations.errors import NotFound, Rejected, RetryLater
 from integrations.fcm import FcmChannel
 from integrations.support_board import SupportBoardChannel, is_bot_echo
@@ -29,6 +31,7 @@ from store.repo import Store
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.server import RunningServer, serve
 from tests.fakes.support_board import FakeSupportBoard
+from worker import fcm_channel, support_board_channel
 
 DEVICE = "dZx1:APA91bH-device-token"
 BOT = "7"
@@ -61,7 +64,7 @@ def fcm_settings(fcm: FakeFcm, server: RunningServer, directory: Path, **over: A
 async def channel(
     fcm: FakeFcm, fcm_server: RunningServer, tmp_path: Path
 ) -> AsyncIterator[FcmChannel]:
-    channel = FcmChannel(fcm_settings(fcm, fcm_server, tmp_path), timeout=5)
+    channel = fcm_channel(fcm_settings(fcm, fcm_server, tmp_path), timeout=5)
     yield channel
     await channel.aclose()
 
@@ -210,7 +213,7 @@ async def test_token_is_renewed_before_it_expires(
     renewed: float,
 ) -> None:
     fcm.token_lifetime = lifetime
-    channel = FcmChannel(fcm_settings(fcm, fcm_server, tmp_path), timeout=5)
+    channel = fcm_channel(fcm_settings(fcm, fcm_server, tmp_path), timeout=5)
     start = clock.now
     try:
         await channel.send(push())
@@ -280,7 +283,7 @@ async def test_a_key_the_token_endpoint_does_not_know_is_rejected(
 ) -> None:
     stranger = FakeFcm()  # same project and e-mail, different key
     path = stranger.service_account_file(tmp_path, f"{fcm_server.url}/token")
-    channel = FcmChannel(FcmSettings(credentials_file=path, base_url=fcm_server.url), timeout=5)
+    channel = fcm_channel(FcmSettings(credentials_file=path, base_url=fcm_server.url), timeout=5)
     try:
         with pytest.raises(Rejected, match="Invalid JWT Signature"):
             await channel.send(push())
@@ -294,7 +297,7 @@ async def test_project_id_setting_overrides_the_file(
     fcm: FakeFcm, fcm_server: RunningServer, tmp_path: Path
 ) -> None:
     settings = fcm_settings(fcm, fcm_server, tmp_path, project_id="someone-else")
-    channel = FcmChannel(settings, timeout=5)
+    channel = fcm_channel(settings, timeout=5)
     try:
         with pytest.raises(Rejected) as caught:
             await channel.send(push())
@@ -306,20 +309,20 @@ async def test_project_id_setting_overrides_the_file(
 
 def test_unusable_credentials_name_the_setting(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="NUDGE_FCM__CREDENTIALS_FILE"):
-        FcmChannel(FcmSettings())
+        fcm_channel(FcmSettings())
     with pytest.raises(ValueError, match="NUDGE_FCM__CREDENTIALS_FILE"):
-        FcmChannel(FcmSettings(credentials_file=tmp_path / "missing.json"))
+        fcm_channel(FcmSettings(credentials_file=tmp_path / "missing.json"))
     app_config = tmp_path / "google-services.json"
     app_config.write_text(json.dumps({"project_info": {"project_id": "x"}}))
     with pytest.raises(ValueError, match=r"NUDGE_FCM__CREDENTIALS_FILE.*service-account"):
-        FcmChannel(FcmSettings(credentials_file=app_config))
+        fcm_channel(FcmSettings(credentials_file=app_config))
     broken = tmp_path / "broken.json"
     info = json.loads(
         FakeFcm().service_account_file(tmp_path, "http://127.0.0.1:1/token").read_text()
     )
     broken.write_text(json.dumps({**info, "private_key": "not a key"}))
     with pytest.raises(ValueError, match="NUDGE_FCM__CREDENTIALS_FILE"):
-        FcmChannel(FcmSettings(credentials_file=broken))
+        fcm_channel(FcmSettings(credentials_file=broken))
 
 
 # -- Support Board ----------------------------------------------------------------------------
@@ -350,7 +353,7 @@ def board_settings(server: RunningServer, token: str) -> SupportBoardSettings:
 async def sb(
     board: FakeSupportBoard, board_server: RunningServer
 ) -> AsyncIterator[SupportBoardChannel]:
-    channel = SupportBoardChannel(board_settings(board_server, board.admin_token), timeout=5)
+    channel = support_board_channel(board_settings(board_server, board.admin_token), timeout=5)
     yield channel
     await channel.aclose()
 
@@ -409,7 +412,7 @@ async def test_success_false_is_rejected(board: FakeSupportBoard, sb: SupportBoa
 async def test_status_error_is_rejected(
     board: FakeSupportBoard, board_server: RunningServer
 ) -> None:
-    channel = SupportBoardChannel(board_settings(board_server, board.agent_token), timeout=5)
+    channel = support_board_channel(board_settings(board_server, board.agent_token), timeout=5)
     try:
         with pytest.raises(Rejected, match="invalid-token"):
             await channel.send(sb_message("42"))

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from domain.status import FollowUpStatus
 from settings import PolicySettings
 from store.repo import FollowUpRecord, Store
 from tests.stack import Fakes, nudge_worker, running_fakes, settings_for, write_seed_config
 from workflows.helpdesk_followup import (
     FollowUpInput,
     FollowUpResult,
-    FollowUpStatus,
     HelpdeskFollowUp,
     workflow_id_for,
 )
@@ -352,3 +353,63 @@ async def test_poll_skips_a_tag_left_behind_by_a_finished_sequence(rig: Rig) -> 
         task_queue=rig.task_queue,
     )
     assert result.started == [workflow_id_for("reamaze", retagged)]
+
+
+async def test_the_frequency_cap_holds_a_step_and_counts_the_replies(
+    fresh_time_env: WorkflowEnvironment,
+    store: Store,
+    sqlite_url: str,
+    task_queue: str,
+    tmp_path: Path,
+) -> None:
+    """Follow-up replies go through the send path, so they count towards the frequency cap
+    like every marketing message: with one per 48 hours, step 2 (due a day after step 1)
+    waits until step 1 is 48 hours old, then goes out once."""
+    env = fresh_time_env
+    with running_fakes() as fakes:
+        settings = settings_for(fakes, sqlite_url, task_queue, write_seed_config(tmp_path))
+        settings.policy = PolicySettings(
+            quiet_hours_start="00:00",
+            quiet_hours_end="00:00",
+            frequency_cap=1,
+            frequency_window=timedelta(hours=48),
+        )
+        rig = Rig(env, fakes, store, task_queue)
+        slug = rig.conversation()
+        async with nudge_worker(env.client, settings, store):
+            handle = await rig.start(slug)
+            await env.sleep(timedelta(minutes=31))
+            assert await until(lambda: len(fakes.reamaze.posts_for(slug)) == 1)
+            await env.sleep(timedelta(hours=24, minutes=5))  # step 2 is due
+            assert await until_status(handle, "holding_step_2")
+            assert len(fakes.reamaze.posts_for(slug)) == 1
+
+            result = await handle.result()
+    assert result.status == FollowUpStatus.completed
+    assert len(fakes.reamaze.posts_for(slug)) == 2
+    step1, step2 = result.steps
+    assert step1.outbox_key and step2.outbox_key
+    rows = [store.get_outbox(step1.outbox_key), store.get_outbox(step2.outbox_key)]
+    assert all(row is not None and row.message_class == "marketing" for row in rows)
+    assert all(row is not None and row.contact_id is not None for row in rows)
+    assert step2.fired_at is not None and step1.fired_at is not None
+    # The cap counts step 1 from when the database recorded it (the wall clock, at the start
+    # of this test's workflow time): step 2 went out about 48 hours after that.
+    sent_at = await env.get_current_time()
+    assert sent_at - step2.fired_at >= timedelta(hours=23), "step 2 waited out the cap"
+
+
+async def until(condition: Callable[[], bool], within: float = 30) -> bool:
+    for _ in range(int(within / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+async def until_status(handle: WorkflowHandle[Any, Any], status: str, within: float = 30) -> bool:
+    for _ in range(int(within / 0.05)):
+        if await handle.query(HelpdeskFollowUp.status) == status:
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -18,12 +18,12 @@ from integrations.llm import (
     Generated,
     OpenAIGenerator,
     TextGenerator,
-    build_generator,
 )
 from settings import GeminiSettings, LLMSettings, OpenAISettings, Settings
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.openai_compat import FakeOpenAI
 from tests.fakes.server import RunningServer, free_port, serve
+from worker import build_generator
 
 PROMPT = "Write a short, friendly follow-up to Sam about the ficus they asked about."
 

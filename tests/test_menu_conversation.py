@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,16 +20,17 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
 from activities.menus import MenuActivities
-from integrations.channels import Channel, ChannelName
-from integrations.twilio_channel import TwilioChannel
-from integrations.whatsapp_cloud import WhatsAppCloudChannel
+from domain.channels import ChannelName
+from domain.menu_definition import MenuDefinition
+from domain.menu_matching import pick_menu
+from integrations.channels import Channel
 from settings import (
     MenusSettings,
     PolicySettings,
@@ -45,8 +46,8 @@ from store.repo import Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
+from worker import twilio_channel, whatsapp_channel
 from workflows.menu_conversation import QUEUE_BEFORE_RELEASE, MenuConversation
-from workflows.menu_definition import MenuDefinition
 from workflows.menu_payloads import (
     MenuConversationInput,
     MenuConversationResult,
@@ -54,7 +55,6 @@ from workflows.menu_payloads import (
     MenuView,
     workflow_id_for,
 )
-from workflows.menu_text import pick_menu
 from workflows.send_message import SendMessage
 
 PHONE = "+15551239876"
@@ -246,7 +246,7 @@ async def rig(
     graph_url: tuple[FakeGraph, str],
 ) -> AsyncIterator[Rig]:
     graph, url = graph_url
-    channel = WhatsAppCloudChannel(
+    channel = whatsapp_channel(
         WhatsAppSettings(token=graph.token, phone_number_id=graph.phone_number_id, graph_url=url)
     )
     channels: dict[ChannelName, Channel | None] = {ChannelName.whatsapp: channel}
@@ -467,7 +467,7 @@ async def test_whatsapp_through_twilio_gets_numbered_text_menus(
     text, and the customer may answer with the number or the option's title."""
     twilio = FakeTwilio()
     with serve(twilio.app) as server:
-        channel = TwilioChannel(
+        channel = twilio_channel(
             TwilioSettings(
                 account_sid=twilio.account_sid,
                 auth_token=twilio.auth_token,
@@ -609,14 +609,13 @@ def patches(history: WorkflowHistory) -> list[str]:
     return found
 
 
-class _Client:
+def connected(env: WorkflowEnvironment) -> Callable[[], Awaitable[Client]]:
     """What ``signal_status`` gets the Temporal client from (the app's lazy connection)."""
 
-    def __init__(self, env: WorkflowEnvironment) -> None:
-        self.env = env
+    async def client() -> Client:
+        return env.client
 
-    async def get(self) -> Any:
-        return self.env.client
+    return client
 
 
 async def test_a_failed_delivery_is_noted_in_the_transcript(rig: Rig) -> None:
@@ -643,7 +642,7 @@ async def test_a_failed_delivery_is_noted_in_the_transcript(rig: Rig) -> None:
         now = await rig.env.get_current_time()
         result = await handle_status(rig.store, "whatsapp", wamid, status, occurred_at=now)
         assert result.advanced and result.workflow_id == rig.workflow_id
-        await signal_status(_Client(rig.env), result, status)
+        await signal_status(connected(rig.env), result, status)
 
     await report("failed")  # the welcome menu never reached the customer
     assert text(await rig.exchange("Support", "support")) == "An agent will reply soon."

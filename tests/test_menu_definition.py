@@ -15,16 +15,10 @@ import pytest
 from pydantic import ValidationError
 
 from api.menus import problem_loc
-from workflows.menu_definition import (
-    MenuDefinition,
-    MenuStep,
-    Problem,
-    _nested_repeat,
-    check_answer,
-    placeholders,
-    problems,
-    saved_before,
-)
+from domain.menu_answers import check_answer
+from domain.menu_checks import _nested_repeat, problems, saved_before
+from domain.menu_definition import MenuDefinition, MenuStep, Problem
+from domain.text import placeholders
 
 SOUND: dict[str, Any] = {
     "name": "main_menu",

@@ -16,9 +16,8 @@ import pytest
 from sqlalchemy import select
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from api.app import create_app
+from service import create_app
 from settings import PolicySettings, Settings, TemporalSettings, TwilioSettings, WhatsAppSettings
 from store.db import upgrade
 from store.models import InboundMessage
@@ -28,7 +27,7 @@ from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
 from tests.test_e2e import wait_for
 from tests.test_menu_conversation import PATIENCE, POTS, PRODUCTS, WELCOME, shop_menu
-from worker import WORKFLOWS, build_activities
+from worker import build_activities, build_worker
 
 APP_SECRET = "menu-e2e-app-secret"
 TWILIO_NUMBER = "+15005550006"
@@ -117,12 +116,7 @@ async def stack(
         token = store.create_token(Role.admin, "e2e")
         async with (
             build_activities(settings, store) as activities,
-            Worker(
-                dev_env.client,
-                task_queue=task_queue,
-                workflows=list(WORKFLOWS),
-                activities=activities.all(),
-            ),
+            build_worker(dev_env.client, settings, activities.all()),
         ):
             with serve(create_app(settings, store=store)) as app_server:
                 settings.public_url = app_server.url  # Twilio signs the URL it calls: ours

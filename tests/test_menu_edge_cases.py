@@ -12,6 +12,8 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
+from domain.menu_checks import problems
+from domain.menu_definition import MenuDefinition
 from starter.inbound import handle_inbound
 from tests import test_menu_conversation as base
 from tests.test_menu_conversation import (
@@ -27,7 +29,6 @@ from tests.test_menu_conversation import (
     until,
 )
 from workflows.menu_conversation import MAX_EXPIRY, MenuConversation
-from workflows.menu_definition import MenuDefinition, problems
 from workflows.menu_payloads import (
     MenuConversationInput,
     MenuMessage,

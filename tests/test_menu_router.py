@@ -13,10 +13,9 @@ import pytest
 from sqlalchemy import select
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from api.app import create_app
-from integrations.channels import ChannelName
+from domain.channels import ChannelName
+from service import create_app
 from settings import MenusSettings, PolicySettings, Settings, TemporalSettings, WhatsAppSettings
 from starter.inbound import handle_inbound
 from starter.menu_routing import MenuRouter, RoutedMessage
@@ -28,7 +27,7 @@ from tests.fakes.server import free_port, serve
 from tests.test_e2e import wait_for
 from tests.test_inbound_store import age_lease
 from tests.test_menu_conversation import WELCOME, shop_menu
-from worker import WORKFLOWS, build_activities
+from worker import build_activities, build_worker
 from workflows.menu_conversation import MenuConversation
 from workflows.menu_payloads import MenuMessage
 
@@ -161,12 +160,7 @@ async def test_a_message_whose_routing_failed_is_answered_once_temporal_is_back(
         settings: Settings = up.state.settings
         async with (
             build_activities(settings, store) as activities,
-            Worker(
-                dev_env.client,
-                task_queue=task_queue,
-                workflows=list(WORKFLOWS),
-                activities=activities.all(),
-            ),
+            build_worker(dev_env.client, settings, activities.all()),
         ):
             with serve(up) as server:
                 if recovery == "sweep":

@@ -10,9 +10,9 @@ from typing import Any
 from alembic import command
 from sqlalchemy import inspect
 
+from domain.menu_definition import MenuDefinition
 from store.db import alembic_config, upgrade
 from store.repo import Store
-from workflows.menu_definition import MenuDefinition
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 

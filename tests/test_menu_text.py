@@ -1,9 +1,11 @@
-"""Placeholder filling and trigger keywords (workflows/menu_text.py)."""
+"""Placeholder filling (domain/text.py) and trigger keywords (domain/menu_matching.py)."""
 
 from __future__ import annotations
 
-from workflows.menu_definition import MenuDefinition, problems
-from workflows.menu_text import fill, trigger_score
+from domain.menu_checks import problems
+from domain.menu_definition import MenuDefinition
+from domain.menu_matching import trigger_score
+from domain.text import fill
 
 
 def test_fill_keeps_the_customers_answer_as_typed() -> None:

@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 
 import cli
 from api.menus import problem_loc
+from domain.menu_checks import problems
+from domain.menu_definition import MenuDefinition
 from settings import get_settings
 from store.menu_file import MenuFileError, load_menu_file, read_menu_file
 from store.repo import Store
 from tests.api_rig import Api
-from workflows.menu_definition import MenuDefinition, problems
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 

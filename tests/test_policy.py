@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from activities.policy import (
+from domain.policy import (
     Keyword,
     frequency_until,
     opt_keyword,

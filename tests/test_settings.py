@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from settings import Settings, parse_duration
+from domain.durations import parse_duration
+from settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

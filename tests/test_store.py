@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect
 
+from domain.status import OutboxStatus
 from store.db import upgrade
 from store.delivery import FrequencyCap, FrequencyCapped
-from store.repo import FollowUpRecord, OutboxRow, OutboxStatus, Role, Store
+from store.repo import FollowUpRecord, OutboxRow, Role, Store
 
 
 def test_migrations_create_the_tables_and_run_twice(any_db_url: str, any_store: Store) -> None:

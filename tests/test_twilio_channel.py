@@ -10,18 +10,14 @@ from typing import Any
 
 import pytest
 
-from integrations.channels import (
-    ChannelName,
-    OutboundMessage,
-    OutsideWindow,
-    RecipientOptedOut,
-    Template,
-)
+from domain.channels import ChannelName, Template
+from integrations.channels import OutboundMessage, OutsideWindow, RecipientOptedOut
 from integrations.errors import NotFound, Rejected, RetryLater
 from integrations.twilio_channel import TwilioChannel, verify_signature
 from settings import TwilioSettings
 from tests.fakes.server import RunningServer, serve
 from tests.fakes.twilio import FakeTwilio, compute_signature
+from worker import twilio_channel
 
 SMS_FROM = "+15005550006"
 WHATSAPP_FROM = "+14155238886"
@@ -55,7 +51,7 @@ def settings_for(fake: FakeTwilio, server: RunningServer, **changes: Any) -> Twi
 
 @pytest.fixture
 async def sms(fake: FakeTwilio, server: RunningServer) -> AsyncIterator[TwilioChannel]:
-    async with TwilioChannel(settings_for(fake, server), channel=ChannelName.sms) as channel:
+    async with twilio_channel(settings_for(fake, server), channel=ChannelName.sms) as channel:
         yield channel
 
 
@@ -86,7 +82,7 @@ async def test_sms_posts_exactly_the_documented_form(fake: FakeTwilio, sms: Twil
 
 async def test_whatsapp_prefixes_both_ends(fake: FakeTwilio, server: RunningServer) -> None:
     settings = settings_for(fake, server)
-    async with TwilioChannel(settings, channel=ChannelName.whatsapp_twilio) as channel:
+    async with twilio_channel(settings, channel=ChannelName.whatsapp_twilio) as channel:
         assert channel.name == ChannelName.whatsapp_twilio
         await channel.send(whatsapp_message(text="Hello!"))
     assert fake.messages == [
@@ -96,7 +92,7 @@ async def test_whatsapp_prefixes_both_ends(fake: FakeTwilio, server: RunningServ
 
 async def test_whatsapp_prefix_is_never_doubled(fake: FakeTwilio, server: RunningServer) -> None:
     settings = settings_for(fake, server, whatsapp_from=f"whatsapp:{WHATSAPP_FROM}")
-    async with TwilioChannel(settings, channel=ChannelName.whatsapp_twilio) as channel:
+    async with twilio_channel(settings, channel=ChannelName.whatsapp_twilio) as channel:
         message = OutboundMessage(
             channel=ChannelName.whatsapp_twilio,
             to=f"whatsapp:{CUSTOMER}",
@@ -110,7 +106,7 @@ async def test_whatsapp_prefix_is_never_doubled(fake: FakeTwilio, server: Runnin
 
 async def test_a_messaging_service_replaces_from(fake: FakeTwilio, server: RunningServer) -> None:
     settings = settings_for(fake, server, messaging_service_sid=SERVICE_SID)
-    async with TwilioChannel(settings, channel=ChannelName.sms) as channel:
+    async with twilio_channel(settings, channel=ChannelName.sms) as channel:
         receipt = await channel.send(sms_message("Hi"))
     assert fake.messages == [{"To": CUSTOMER, "MessagingServiceSid": SERVICE_SID, "Body": "Hi"}]
     assert receipt.status == "accepted", "Twilio's first status through a Messaging Service"
@@ -120,7 +116,7 @@ async def test_whatsapp_through_a_messaging_service_still_prefixes_to(
     fake: FakeTwilio, server: RunningServer
 ) -> None:
     settings = settings_for(fake, server, messaging_service_sid=SERVICE_SID)
-    async with TwilioChannel(settings, channel=ChannelName.whatsapp_twilio) as channel:
+    async with twilio_channel(settings, channel=ChannelName.whatsapp_twilio) as channel:
         await channel.send(whatsapp_message(text="Hello!"))
     assert fake.messages == [
         {"To": f"whatsapp:{CUSTOMER}", "MessagingServiceSid": SERVICE_SID, "Body": "Hello!"}
@@ -132,7 +128,7 @@ async def test_a_template_goes_as_content_sid_and_variables(
 ) -> None:
     variables = {"1": "Ana", "2": "Promoção: 20% off"}
     template = Template(content_sid=CONTENT_SID, variables=variables)
-    async with TwilioChannel(
+    async with twilio_channel(
         settings_for(fake, server), channel=ChannelName.whatsapp_twilio
     ) as channel:
         await channel.send(
@@ -195,7 +191,7 @@ async def test_outside_the_whatsapp_window_is_outside_window(
 ) -> None:
     fake.fail_next(400, 63016)
     settings = settings_for(fake, server)
-    async with TwilioChannel(settings, channel=ChannelName.whatsapp_twilio) as channel:
+    async with twilio_channel(settings, channel=ChannelName.whatsapp_twilio) as channel:
         with pytest.raises(OutsideWindow) as raised:
             await channel.send(whatsapp_message(text="Still there?"))
     assert isinstance(raised.value, Rejected)
@@ -236,7 +232,7 @@ async def test_a_bad_number_is_rejected(fake: FakeTwilio, sms: TwilioChannel, co
 async def test_the_fake_refuses_a_number_that_is_not_e164(
     fake: FakeTwilio, server: RunningServer
 ) -> None:
-    async with TwilioChannel(settings_for(fake, server)) as channel:
+    async with twilio_channel(settings_for(fake, server)) as channel:
         with pytest.raises(Rejected, match="21211"):
             await channel.send(
                 OutboundMessage(ChannelName.sms, to="555-1234", idempotency_key="k", text="x")
@@ -246,7 +242,7 @@ async def test_the_fake_refuses_a_number_that_is_not_e164(
 
 async def test_a_wrong_auth_token_is_rejected(fake: FakeTwilio, server: RunningServer) -> None:
     settings = settings_for(fake, server, auth_token="not-the-token")
-    async with TwilioChannel(settings) as channel:
+    async with twilio_channel(settings) as channel:
         with pytest.raises(Rejected, match="20003") as raised:
             await channel.send(sms_message())
     assert raised.value.status == 401
@@ -260,7 +256,7 @@ async def test_an_unreachable_twilio_retries_later(fake: FakeTwilio) -> None:
         sms_from=SMS_FROM,
         base_url="http://127.0.0.1:9",
     )
-    async with TwilioChannel(settings, timeout=2) as channel:
+    async with twilio_channel(settings, timeout=2) as channel:
         with pytest.raises(RetryLater):
             await channel.send(sms_message())
 
@@ -268,11 +264,11 @@ async def test_an_unreachable_twilio_retries_later(fake: FakeTwilio) -> None:
 def test_configuration_errors_are_raised_at_start_up() -> None:
     configured = TwilioSettings(account_sid="AC1", auth_token="t", sms_from=SMS_FROM)
     with pytest.raises(ValueError, match="not whatsapp"):
-        TwilioChannel(configured, channel=ChannelName.whatsapp)
+        twilio_channel(configured, channel=ChannelName.whatsapp)
     with pytest.raises(ValueError, match="ACCOUNT_SID"):
-        TwilioChannel(TwilioSettings(sms_from=SMS_FROM))
+        twilio_channel(TwilioSettings(sms_from=SMS_FROM))
     with pytest.raises(ValueError, match="WHATSAPP_FROM"):
-        TwilioChannel(configured, channel=ChannelName.whatsapp_twilio)
+        twilio_channel(configured, channel=ChannelName.whatsapp_twilio)
 
 
 # -- reconciliation ------------------------------------------------------------------------

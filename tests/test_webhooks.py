@@ -22,16 +22,18 @@ from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from api.app import create_app
-from integrations.channels import ChannelName, OutboundMessage
-from integrations.twilio_channel import TwilioChannel
+from domain.channels import ChannelName
+from domain.delivery import DeliveryStatus
+from domain.status import OutboxStatus
+from integrations.channels import OutboundMessage
+from service import create_app
 from settings import Settings, TemporalSettings, TwilioSettings, WhatsAppSettings
 from store.models import DeliveryEvent, InboundMessage
-from store.repo import OutboxStatus, Store
+from store.repo import Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import RunningServer, free_port, serve
 from tests.fakes.twilio import FakeTwilio
-from workflows.send_message import DeliveryStatus
+from worker import twilio_channel
 
 APP_SECRET = "meta-app-secret-for-tests"
 VERIFY_TOKEN = "meta-verify-token-for-tests"
@@ -114,7 +116,7 @@ class Hooks:
             sms_from=OUR_NUMBER,
             base_url=self.twilio_url,
         )
-        async with TwilioChannel(settings, ChannelName.sms) as channel:
+        async with twilio_channel(settings, ChannelName.sms) as channel:
             receipt = await channel.send(
                 OutboundMessage(
                     channel=ChannelName.sms, to=to, idempotency_key=new_sid("k"), text="Hi!"

@@ -13,12 +13,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from integrations.channels import (
-    ChannelName,
-    OutboundMessage,
-    OutsideWindow,
-    Template,
-)
+from domain.channels import ChannelName, Template
+from integrations.channels import OutboundMessage, OutsideWindow
 from integrations.errors import Rejected, RetryLater
 from integrations.whatsapp_cloud import (
     WhatsAppCloudChannel,
@@ -29,6 +25,7 @@ from integrations.whatsapp_cloud import (
 from settings import WhatsAppSettings
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import RunningServer, free_port, serve
+from worker import whatsapp_channel
 
 CUSTOMER = "+16505551234"
 APP_SECRET = "6c0ffee5ca1ab1e5ec7e7a55e7d15b0b"
@@ -59,7 +56,7 @@ def settings_for(graph: FakeGraph, url: str, **changes: str) -> WhatsAppSettings
 
 @pytest.fixture
 async def channel(graph: FakeGraph, server: RunningServer) -> AsyncIterator[WhatsAppCloudChannel]:
-    channel = WhatsAppCloudChannel(settings_for(graph, server.url), timeout=5)
+    channel = whatsapp_channel(settings_for(graph, server.url), timeout=5)
     yield channel
     await channel.aclose()
 
@@ -253,7 +250,7 @@ async def test_gateway_error_without_a_graph_body_is_retried(graph: FakeGraph) -
         return PlainTextResponse("Bad Gateway", 502)
 
     with serve(gateway) as running:
-        channel = WhatsAppCloudChannel(settings_for(graph, running.url), timeout=5)
+        channel = whatsapp_channel(settings_for(graph, running.url), timeout=5)
         try:
             with pytest.raises(RetryLater) as caught:
                 await channel.send(outbound(text="Hello"))
@@ -263,7 +260,7 @@ async def test_gateway_error_without_a_graph_body_is_retried(graph: FakeGraph) -
 
 
 async def test_expired_token_is_rejected(graph: FakeGraph, server: RunningServer) -> None:
-    channel = WhatsAppCloudChannel(settings_for(graph, server.url, token="expired"), timeout=5)
+    channel = whatsapp_channel(settings_for(graph, server.url, token="expired"), timeout=5)
     try:
         with pytest.raises(Rejected) as caught:
             await channel.send(outbound(text="Hello"))
@@ -296,9 +293,7 @@ async def test_nothing_to_send_is_refused_without_a_request(
 
 
 async def test_unreachable_graph_is_retried(graph: FakeGraph) -> None:
-    channel = WhatsAppCloudChannel(
-        settings_for(graph, f"http://127.0.0.1:{free_port()}"), timeout=5
-    )
+    channel = whatsapp_channel(settings_for(graph, f"http://127.0.0.1:{free_port()}"), timeout=5)
     try:
         with pytest.raises(RetryLater):
             await channel.send(outbound(text="Hello"))
@@ -308,7 +303,7 @@ async def test_unreachable_graph_is_retried(graph: FakeGraph) -> None:
 
 def test_unconfigured_channel_is_refused() -> None:
     with pytest.raises(ValueError, match="PHONE_NUMBER_ID"):
-        WhatsAppCloudChannel(WhatsAppSettings(token="t"))
+        whatsapp_channel(WhatsAppSettings(token="t"))
 
 
 # -- signatures ------------------------------------------------------------------------------

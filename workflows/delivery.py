@@ -11,7 +11,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.delivery import DeliverRequest, DeliveryActivities, DeliveryOutcome
+    from activities.delivery import DeliveryActivities
+    from domain.delivery import DeliverRequest, DeliveryOutcome
+    from domain.status import SendStatus
 
 PROVIDER_API = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -50,6 +52,6 @@ async def send(request: DeliverRequest, *, local: bool = False) -> DeliveryOutco
                 retry_policy=PROVIDER_API,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
-        if outcome.status != "wait" or outcome.not_before is None:
+        if outcome.status != SendStatus.wait or outcome.not_before is None:
             return outcome
         await workflow.sleep(max(outcome.not_before - workflow.now(), MIN_WAIT))

@@ -1,4 +1,4 @@
-"""HelpdeskFollowUp: timed follow-ups on one tagged helpdesk conversation (seed 000).
+"""HelpdeskFollowUp: timed follow-ups on one tagged helpdesk conversation.
 
 For each step: wait, read the conversation, stop if the customer bought or an agent took the
 tag off, else write the message and send it. However it ends (all sent, purchase, tag
@@ -10,29 +10,42 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.delivery import ContactPolicyCheck, DeliveryActivities
+    from activities.delivery import DeliveryActivities, PostReplyInput, PostReplyResult
     from activities.helpdesk import (
+        ORIGIN_PREFIX,
         HelpdeskActivities,
-        PostReplyInput,
         ReadConversationInput,
         RecordOutcomeInput,
         RemoveTagInput,
         StepOutcome,
     )
-    from activities.policy import Verdict
     from activities.writer import WRITE_ATTEMPTS, WriterActivities, WriteRequest
-    from workflows.search_attributes import CHANNEL, CONTACT_ID, NUDGE_KIND, NUDGE_STATUS
+    from domain.channels import ChannelName, MessageClass
+    from domain.delivery import ContactPolicyCheck, DeliverRequest
+    from domain.policy import Verdict
+    from domain.status import SENT_STATUSES, FollowUpStatus, SendStatus
+    from workflows.delivery import send
+    from workflows.search_attributes import (
+        CHANNEL,
+        CONTACT_ID,
+        NUDGE_KIND,
+        NUDGE_STATUS,
+        at_start,
+    )
+    from workflows.starting import WorkflowStart
 
 KIND = "helpdesk_followup"
 CONTACT_POLICY_PATCH = "contact-policy"
 """Follow-ups are marketing: unsubscribes, quiet hours and the frequency cap apply."""
+SEND_PATH_PATCH = "reply-through-send-path"
+"""Replies go through the one send path (``deliver`` on the ``reamaze`` channel) with a key a
+reset keeps; runs begun earlier post through ``post_reply`` with their run's key."""
 
 HELPDESK_API = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -52,24 +65,13 @@ BOOKKEEPING = RetryPolicy(
 )
 
 
-class FollowUpStatus(StrEnum):
-    completed = "completed"
-    purchase_detected = "purchase_detected"
-    tag_removed = "tag_removed"
-    conversation_gone = "conversation_gone"
-    suppressed = "suppressed"
-    """The customer unsubscribed from marketing messages (or opted out everywhere)."""
-    cancelled = "cancelled"
-    failed = "failed"
-
-
 @dataclass
 class FollowUpInput:
     conversation: str
     waits: list[timedelta]
     trigger_tag: str
     remove_tag_on_finish: bool = True
-    helpdesk: str = "reamaze"
+    helpdesk: str = ChannelName.reamaze.value
     subject: str = ""
 
 
@@ -85,13 +87,33 @@ def workflow_id_for(helpdesk: str, conversation: str) -> str:
     return f"followup:{helpdesk}:{conversation}"
 
 
+def start_options(conversation: str, helpdesk: str = ChannelName.reamaze.value) -> WorkflowStart:
+    """A conversation has one follow-up at a time (its id); once one has ended, a new tag may
+    start another (ALLOW_DUPLICATE)."""
+    return WorkflowStart(
+        id=workflow_id_for(helpdesk, conversation),
+        search_attributes=at_start(KIND, "waiting_step_1", helpdesk),
+        summary=f"Follow-up on {helpdesk} conversation {conversation}",
+    )
+
+
+def reply_key(info: workflow.Info, step: int) -> str:
+    """The reply's idempotency key, which is also its Re:amaze ``origin_id``: the workflow id
+    and the step, and a mark of this sequence (a conversation tagged again after its
+    follow-up ended reuses the workflow id). The mark comes from the first run id of the
+    chain, which ``temporal workflow reset`` keeps, so a reset never posts a step again."""
+    sequence = info.first_execution_run_id.replace("-", "")[-12:]
+    return f"{ORIGIN_PREFIX}{info.workflow_id}:{sequence}:step-{step}"
+
+
 @workflow.defn
 class HelpdeskFollowUp:
     def __init__(self) -> None:
         self._status = "starting"
         self._steps: list[StepOutcome] = []
         self._contact_id: int | None = None
-        self._suppressed_reason: str | None = None
+        self._reason: str | None = None
+        """Why the sequence ended as it did, when it did not complete."""
 
     @workflow.query
     def status(self) -> str:
@@ -108,7 +130,7 @@ class HelpdeskFollowUp:
         status, reason = FollowUpStatus.completed, None
         try:
             status = await self._run_steps(request)
-            reason = self._suppressed_reason
+            reason = self._reason
         except asyncio.CancelledError:
             await self._finish(request, FollowUpStatus.cancelled, None, started_at)
             raise
@@ -146,7 +168,7 @@ class HelpdeskFollowUp:
                     retry_policy=BOOKKEEPING,
                 )
                 if answer.status == Verdict.suppressed:
-                    self._suppressed_reason = answer.reason
+                    self._reason = answer.reason
                     return FollowUpStatus.suppressed
                 if answer.status != Verdict.wait or answer.not_before is None:
                     break
@@ -163,24 +185,32 @@ class HelpdeskFollowUp:
                 retry_policy=LLM_API,
             )
             step.fallback_used, step.fallback_reason = draft.fallback_used, draft.reason
-            step.outbox_key = f"nudge:{info.run_id}:step-{number}"
             self._steps.append(step)
-            sent = await workflow.execute_activity_method(
-                HelpdeskActivities.post_reply,
-                PostReplyInput(
-                    conversation=request.conversation,
-                    body=draft.text,
+            if not workflow.patched(SEND_PATH_PATCH):
+                await self._post_reply(request, step, draft.text)
+                continue
+            step.outbox_key = reply_key(info, number)
+            sent = await send(
+                DeliverRequest(
                     idempotency_key=step.outbox_key,
                     workflow_id=info.workflow_id,
+                    channel=ChannelName(request.helpdesk),
+                    to=request.conversation,
+                    text=draft.text,
+                    message_class=MessageClass.marketing,
                     contact_id=self._contact_id,
-                ),
-                start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=timedelta(seconds=10),
-                schedule_to_close_timeout=HELPDESK_PATIENCE,
-                retry_policy=HELPDESK_API,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
             )
-            step.sent_at, step.send_status = sent.sent_at, sent.status
+            step.sent_at, step.send_status = sent.sent_at, sent.status.value
+            if sent.status == SendStatus.suppressed:
+                self._reason = sent.reason
+                return FollowUpStatus.suppressed
+            if sent.gone:
+                self._reason = sent.reason
+                return FollowUpStatus.conversation_gone
+            if sent.status not in SENT_STATUSES and sent.status != SendStatus.unknown:
+                self._reason = sent.reason or f"the reply was not sent ({sent.status})"
+                return FollowUpStatus.failed
         return FollowUpStatus.completed
 
     async def _finish(
@@ -226,6 +256,28 @@ class HelpdeskFollowUp:
         return FollowUpResult(
             status=status, steps=self._steps, reason=reason, tag_removed=tag_removed
         )
+
+    async def _post_reply(self, request: FollowUpInput, step: StepOutcome, text: str) -> None:
+        """How runs begun before the one send path post (their recorded history says so)."""
+        info = workflow.info()
+        step.outbox_key = f"{ORIGIN_PREFIX}{info.run_id}:step-{step.step}"
+        sent = await workflow.execute_activity(
+            "post_reply",
+            PostReplyInput(
+                conversation=request.conversation,
+                body=text,
+                idempotency_key=step.outbox_key,
+                workflow_id=info.workflow_id,
+                contact_id=self._contact_id,
+            ),
+            result_type=PostReplyResult,
+            start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=10),
+            schedule_to_close_timeout=HELPDESK_PATIENCE,
+            retry_policy=HELPDESK_API,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        step.sent_at, step.send_status = sent.sent_at, sent.status
 
     def _set_status(self, status: str, *, searchable: bool = True) -> None:
         """Every phase shows in the ``status`` query; only the waits and the ending go to the

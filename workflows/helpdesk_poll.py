@@ -10,19 +10,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.helpdesk import FindTaggedInput, HelpdeskActivities
+    from domain.channels import ChannelName
     from workflows.helpdesk_followup import (
         HELPDESK_API,
-        KIND,
         FollowUpInput,
         HelpdeskFollowUp,
-        workflow_id_for,
+        start_options,
     )
-    from workflows.search_attributes import NUDGE_KIND, at_start
+    from workflows.search_attributes import NUDGE_KIND
 
 
 @dataclass
@@ -30,7 +29,7 @@ class PollInput:
     trigger_tag: str
     waits: list[timedelta]
     remove_tag_on_finish: bool = True
-    helpdesk: str = "reamaze"
+    helpdesk: str = ChannelName.reamaze.value
 
 
 @dataclass
@@ -40,7 +39,7 @@ class PollResult:
     already_running: int
 
 
-def schedule_id_for(helpdesk: str, task_queue: str = "nudge") -> str:
+def schedule_id_for(helpdesk: str = ChannelName.reamaze.value, task_queue: str = "nudge") -> str:
     """``helpdesk-poll:reamaze``; deployments on other task queues get their own schedule."""
     suffix = "" if task_queue == "nudge" else f"@{task_queue}"
     return f"helpdesk-poll:{helpdesk}{suffix}"
@@ -62,7 +61,7 @@ class HelpdeskPoll:
         started: list[str] = []
         running = 0
         for conversation in tagged:
-            workflow_id = workflow_id_for(request.helpdesk, conversation.slug)
+            start = start_options(conversation.slug, request.helpdesk)
             try:
                 await workflow.start_child_workflow(
                     HelpdeskFollowUp.run,
@@ -74,15 +73,11 @@ class HelpdeskPoll:
                         helpdesk=request.helpdesk,
                         subject=conversation.subject,
                     ),
-                    id=workflow_id,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                    search_attributes=at_start(KIND, "waiting_step_1", request.helpdesk),
-                    static_summary=f"Follow-up on {request.helpdesk} conversation "
-                    f"{conversation.slug}: {conversation.subject}"[:200],
+                    **start.options(),
                 )
             except WorkflowAlreadyStartedError:
                 running += 1
                 continue
-            started.append(workflow_id)
+            started.append(start.id)
         return PollResult(found=len(tagged), started=started, already_running=running)

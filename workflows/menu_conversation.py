@@ -23,35 +23,34 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.delivery import ChannelName, DeliverRequest, MessageClass
     from activities.menus import (
         FallbackClaim,
         MenuActivities,
         MenuEvent,
         SessionEnd,
         SessionStart,
-        TranscriptEntry,
     )
-    from activities.policy import address_channel
+    from domain import whatsapp
+    from domain.addresses import address_channel
+    from domain.channels import ChannelName, MessageClass
+    from domain.delivery import DeliverRequest, DeliveryStatus
+    from domain.menu_answers import check_answer
+    from domain.menu_definition import MenuDefinition, MenuStep
+    from domain.menu_matching import same_words
+    from domain.status import MenuStatus, OutboxStatus, SendStatus
+    from domain.text import clamp, fill, fill_interactive, words
+    from domain.transcripts import TranscriptEntry
     from workflows.delivery import send
-    from workflows.menu_definition import MenuDefinition, MenuStep, check_answer
     from workflows.menu_payloads import (
         MenuConversationInput,
         MenuConversationResult,
         MenuMessage,
         MenuState,
         MenuView,
+        workflow_id_for,
     )
-    from workflows.menu_text import (
-        TEXT_LIMIT,
-        clamp,
-        fill,
-        fill_interactive,
-        same_words,
-        words,
-    )
-    from workflows.search_attributes import CONTACT_ID, NUDGE_STATUS
-    from workflows.send_message import DeliveryStatus
+    from workflows.search_attributes import CONTACT_ID, NUDGE_STATUS, at_start
+    from workflows.starting import WorkflowStart
 
 KIND = "menu"
 # Reads and idempotent writes (load or pick a menu, record a session's start) run as local
@@ -78,11 +77,24 @@ SENT_STEPS_LIMIT = 100
 QUEUE_BEFORE_RELEASE = "menu-queue-before-release"
 """Patch: a released conversation takes the messages already queued (into its transcript)
 before it ends; runs begun earlier ended at once and routed them afresh in a new run."""
+ENDED_BY_AGENT_OR_TIME = (MenuStatus.completed, MenuStatus.expired, MenuStatus.handed_off)
+
+
+def start_options(
+    channel: ChannelName, address: str, contact_id: int | None, menu: MenuDefinition | None
+) -> WorkflowStart:
+    """One conversation per customer and channel; a new one starts once the last has ended."""
+    who = f"contact {contact_id}" if contact_id is not None else "a new contact"
+    return WorkflowStart(
+        id=workflow_id_for(channel.value, address),
+        search_attributes=at_start(KIND, MenuStatus.active.value, channel.value),
+        summary=f"Menu {menu.name} with {who}" if menu else f"Message from {who}",
+    )
 
 
 @dataclass
 class _Ending:
-    status: str
+    status: MenuStatus
     reason: str = ""
 
 
@@ -123,7 +135,7 @@ class MenuConversation:
         """What the provider reports about a message this conversation sent (the status
         webhook signals the workflow that sent it). Only ``failed`` matters here: the customer
         never got that message, so the transcript says so; the others change nothing."""
-        if update.status == "failed":
+        if update.status == OutboxStatus.failed:
             self._failed.append(update.idempotency_key)
             self._note_failures()
 
@@ -160,12 +172,12 @@ class MenuConversation:
 
         state = carried
         if state is None and start.menu is not None:
-            state = self._fresh(start.menu)
+            state = self._fresh(start.menu, self._pending[0] if self._pending else None)
         if state is None:
             state = await self._reroute(start)
             if state is None:
-                status = "fallback" if self._fallbacks else "ignored"
-                workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
+                status = MenuStatus.fallback if self._fallbacks else MenuStatus.ignored
+                workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status.value)])
                 return MenuConversationResult(
                     status=status, menu="", last_step="", ended_at=workflow.now()
                 )
@@ -174,10 +186,10 @@ class MenuConversation:
         try:
             ending = await self._converse(start, state)
         except asyncio.CancelledError:
-            await self._record_end(start, state, "cancelled")
+            await self._record_end(start, state, MenuStatus.cancelled)
             raise
         await self._record_end(start, state, ending.status)
-        if self._pending and ending.status in ("completed", "expired", "handed_off"):
+        if self._pending and ending.status in ENDED_BY_AGENT_OR_TIME:
             # Messages that came while the conversation was ending are not dropped: a new
             # run routes them, as the webhook would have had the conversation been over.
             workflow.continue_as_new(
@@ -198,10 +210,9 @@ class MenuConversation:
             ended_at=workflow.now(),
         )
 
-    def _fresh(self, menu: MenuDefinition) -> MenuState:
-        info = workflow.info()
+    def _fresh(self, menu: MenuDefinition, trigger: MenuMessage | None) -> MenuState:
         return MenuState(
-            session_id=f"{info.workflow_id}:{info.run_id}",
+            session_id=_session_id(trigger),
             menu=menu,
             step=menu.start,
             last_activity=workflow.now(),
@@ -219,7 +230,7 @@ class MenuConversation:
                 retry_policy=BOOKKEEPING,
             )
             if menu is not None:
-                return self._fresh(menu)
+                return self._fresh(menu, message)
             self._pending.pop(0)
             reply = start.fallback_text.strip()
             if not reply or not message.text.strip():
@@ -255,9 +266,10 @@ class MenuConversation:
     async def _converse(self, start: MenuConversationInput, state: MenuState) -> _Ending:
         while True:
             if self._opted_out:
-                return _Ending("handed_off" if state.handed_off else "cancelled", "opted out")
+                status = MenuStatus.handed_off if state.handed_off else MenuStatus.cancelled
+                return _Ending(status, "opted out")
             if state.handed_off and self._released and not self._queued_before_release():
-                return _Ending("handed_off", "released by an agent")
+                return _Ending(MenuStatus.handed_off, "released by an agent")
             if not self._pending:
                 expiry = min(state.menu.expiry, MAX_EXPIRY)
                 remaining = state.last_activity + expiry - workflow.now()
@@ -323,7 +335,7 @@ class MenuConversation:
             if choice is None:
                 return await self._show(start, state, state.step, hint=start.hint)
             target = step.next[choice] if isinstance(step.next, dict) else None
-            return await self._go(start, state, target)
+            return await self._go(start, state, target, message)
         if step.kind == "question":
             value = check_answer(step, text)
             if value is None:
@@ -331,7 +343,8 @@ class MenuConversation:
                 await self._send(start, state, text=fill(again, state.context))
                 return None
             state.context[step.save_as or state.step] = value
-            return await self._go(start, state, step.next if isinstance(step.next, str) else None)
+            target = step.next if isinstance(step.next, str) else None
+            return await self._go(start, state, target, message)
         return await self._show(start, state, state.menu.start)  # an end step: begin again
 
     def _choice(
@@ -351,7 +364,11 @@ class MenuConversation:
         return None
 
     async def _go(
-        self, start: MenuConversationInput, state: MenuState, target: str | None
+        self,
+        start: MenuConversationInput,
+        state: MenuState,
+        target: str | None,
+        message: MenuMessage,
     ) -> _Ending | None:
         if target is None:
             return await self._show(start, state, state.step, hint=start.hint)
@@ -369,11 +386,9 @@ class MenuConversation:
         if other is None:
             await self._send(start, state, text=UNAVAILABLE)
             return await self._show(start, state, state.step)
-        await self._record_end(start, state, "moved")
+        await self._record_end(start, state, MenuStatus.moved)
         state.sessions += 1
-        state.session_id = (
-            f"{workflow.info().workflow_id}:{workflow.info().run_id}:{state.sessions}"
-        )
+        state.session_id = _session_id(message)
         state.menu = other
         state.context = {}
         state.transcript = []
@@ -412,9 +427,9 @@ class MenuConversation:
             )
         if step.handoff:
             state.handed_off = True
-            await self._record_end(start, state, "handed_off")
+            await self._record_end(start, state, MenuStatus.handed_off)
             return None
-        return _Ending("completed")
+        return _Ending(MenuStatus.completed)
 
     async def _send(
         self,
@@ -436,7 +451,7 @@ class MenuConversation:
                 text = ""
             else:
                 text, interactive = shown, None
-        text = clamp(text, TEXT_LIMIT)
+        text = clamp(text, whatsapp.TEXT)
         outcome = await send(
             DeliverRequest(
                 idempotency_key=key,
@@ -450,8 +465,8 @@ class MenuConversation:
             ),
         )
         self._note(state, "out", shown)
-        if outcome.status == "suppressed":
-            return _Ending("cancelled", outcome.reason or "the customer opted out")
+        if outcome.status == SendStatus.suppressed:
+            return _Ending(MenuStatus.cancelled, outcome.reason or "the customer opted out")
         return None
 
     def _note(self, state: MenuState, direction: str, text: str, step: str | None = None) -> None:
@@ -475,14 +490,14 @@ class MenuConversation:
 
     async def _expire(self, start: MenuConversationInput, state: MenuState) -> _Ending:
         if state.handed_off:
-            return _Ending("handed_off", "no message within the expiry")
+            return _Ending(MenuStatus.handed_off, "no message within the expiry")
         if state.menu.expiry_message and state.started:
             # The send path refuses free-form text once the WhatsApp window has closed.
             await self._send(start, state, text=fill(state.menu.expiry_message, state.context))
-        return _Ending("expired", f"no message for {state.menu.expiry}")
+        return _Ending(MenuStatus.expired, f"no message for {state.menu.expiry}")
 
     async def _start_session(self, start: MenuConversationInput, state: MenuState) -> None:
-        workflow.upsert_search_attributes([NUDGE_STATUS.value_set("active")])
+        workflow.upsert_search_attributes([NUDGE_STATUS.value_set(MenuStatus.active.value)])
         await workflow.execute_local_activity_method(
             MenuActivities.start_session,
             SessionStart(
@@ -498,10 +513,10 @@ class MenuConversation:
         )
 
     async def _record_end(
-        self, start: MenuConversationInput, state: MenuState, status: str
+        self, start: MenuConversationInput, state: MenuState, status: MenuStatus
     ) -> None:
-        if status != "moved":
-            workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
+        if status != MenuStatus.moved:
+            workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status.value)])
         if not state.started:
             return
         await workflow.execute_activity_method(
@@ -519,11 +534,20 @@ class MenuConversation:
         )
 
 
+def _session_id(trigger: MenuMessage | None) -> str:
+    """The workflow id and the message that began the session (its trigger keyword, or the
+    choice that moved to another menu). Each sent message's idempotency key is this and a
+    count, so a ``temporal workflow reset`` (a new run id) never sends a message again."""
+    info = workflow.info()
+    began_by = trigger.provider_message_id if trigger is not None else info.first_execution_run_id
+    return f"{info.workflow_id}:{began_by}"
+
+
 def _with_hint(interactive: dict[str, Any], hint: str) -> dict[str, Any]:
-    """The same menu with the hint above its text, within WhatsApp's 1024-character body."""
+    """The same menu with the hint above its text, within WhatsApp's limit for a body."""
     body = dict(interactive.get("body") or {})
     text = f"{hint}\n\n{body.get('text', '')}".strip()
-    body["text"] = text if len(text) <= 1024 else hint
+    body["text"] = text if len(text) <= whatsapp.BODY else hint
     return {**interactive, "body": body}
 
 

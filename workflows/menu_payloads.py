@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from activities.delivery import ChannelName
-from activities.menus import TranscriptEntry
-from workflows.menu_definition import MenuDefinition
+from domain.channels import ChannelName
+from domain.menu_definition import MenuDefinition
+from domain.status import MenuStatus
+from domain.transcripts import TranscriptEntry
 
 DEFAULT_HINT = "Please choose one of the options."
 HISTORY_LIMIT = 4000
@@ -84,7 +85,7 @@ class MenuConversationInput:
 
 @dataclass
 class MenuConversationResult:
-    status: str
+    status: MenuStatus
     """completed, expired, handed_off or cancelled; for a run that started no menu,
     ``fallback`` (it sent the auto-reply) or ``ignored`` (none was due)."""
     menu: str

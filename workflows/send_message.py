@@ -1,9 +1,9 @@
 """SendMessage: one message to one contact through the send path (policy, outbox, channel).
 
 What an operator's "send this now" becomes, and the simplest user of ``workflows.delivery``:
-it may wait out quiet hours or the frequency cap; once the message is sent it waits (at most
-``STATUS_WAIT``) for the provider to report it delivered, read or failed, and ends with the
-furthest status it heard.
+it may wait out quiet hours or the frequency cap; once the message is sent on a channel whose
+provider reports statuses, it waits (at most ``STATUS_WAIT``) for it to report the message
+delivered, read or failed, and ends with the furthest status it heard.
 """
 
 from __future__ import annotations
@@ -14,24 +14,36 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.delivery import DeliverRequest
+    from domain.channels import REPORTING_CHANNELS
+    from domain.delivery import DeliverRequest, DeliveryStatus
+    from domain.status import DELIVERY_FINAL, SendStatus, furthest
     from workflows.delivery import send
-    from workflows.search_attributes import CHANNEL, NUDGE_KIND, NUDGE_STATUS
+    from workflows.search_attributes import CHANNEL, NUDGE_KIND, NUDGE_STATUS, at_start
+    from workflows.starting import WorkflowStart
 
 KIND = "send_message"
 STATUS_WAIT = timedelta(hours=1)
 """How long a sent message waits for its delivery status; without one it ends ``sent``."""
 WAIT_FOR_STATUS = "send-message-waits-for-status"
 """``workflow.patched`` id: runs started before SendMessage waited end right after sending."""
-STATUS_PROGRESS = {"sent": 0, "delivered": 1, "failed": 1, "read": 2}
-"""The furthest status wins (the outbox's ``STATUS_RANK``): statuses arrive out of order."""
-FINAL_STATUSES = ("delivered", "failed", "read")
+REPORTING_ONLY = "send-message-waits-only-where-statuses-come"
+"""``workflow.patched`` id: runs started earlier waited for a status on every channel, also
+where none ever comes (e-mail, push, Re:amaze)."""
 
 
-@dataclass
-class DeliveryStatus:
-    idempotency_key: str
-    status: str
+def workflow_id_for(key: str) -> str:
+    return f"message:{key}"
+
+
+def start_options(request: DeliverRequest) -> WorkflowStart:
+    """One run per idempotency key (``request.workflow_id``): a repeat while it runs is
+    refused, and a repeat after it ended finds the message already sent."""
+    recipient = f"contact {request.contact_id}" if request.contact_id is not None else "one address"
+    return WorkflowStart(
+        id=request.workflow_id,
+        search_attributes=at_start(KIND, "sending", request.channel.value),
+        summary=f"{request.message_class.value} {request.channel.value} message to {recipient}",
+    )
 
 
 @dataclass
@@ -63,11 +75,12 @@ class SendMessage:
             [NUDGE_KIND.value_set(KIND), CHANNEL.value_set(request.channel.value)]
         )
         outcome = await send(request)
-        workflow.upsert_search_attributes([NUDGE_STATUS.value_set(outcome.status)])
+        workflow.upsert_search_attributes([NUDGE_STATUS.value_set(outcome.status.value)])
         finished_at = workflow.now()
-        status = outcome.status
-        if status == "sent" and workflow.patched(WAIT_FOR_STATUS):
-            status = await self._final_status(status)
+        status: str = outcome.status.value
+        if status == SendStatus.sent and workflow.patched(WAIT_FOR_STATUS):
+            if request.channel in REPORTING_CHANNELS or not workflow.patched(REPORTING_ONLY):
+                status = await self._final_status(status)
             if status != outcome.status:
                 workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
         return SendMessageResult(
@@ -82,8 +95,8 @@ class SendMessage:
         """The furthest status reported within ``STATUS_WAIT``, waiting for a final one."""
         try:
             await workflow.wait_condition(
-                lambda: any(s in FINAL_STATUSES for s in self._statuses), timeout=STATUS_WAIT
+                lambda: any(s in DELIVERY_FINAL for s in self._statuses), timeout=STATUS_WAIT
             )
         except TimeoutError:
             pass  # no final word from the provider: the message stays "sent"
-        return max([sent, *self._statuses], key=lambda s: STATUS_PROGRESS.get(s, 0))
+        return furthest([sent, *self._statuses])

@@ -1,4 +1,5 @@
-"""The HTTP service: the operators' REST API and the starter routes in one FastAPI app."""
+"""The HTTP service, assembled in one place: the ``/v1`` REST API (``api/``) and what providers
+and customers call (``starter/``: webhooks, the unsubscribe page) in one FastAPI app."""
 
 from __future__ import annotations
 
@@ -9,16 +10,24 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api import delivery, followups, menu_conversations, menus
-from api.deps import TemporalConnector
+from api import contacts, followups, menu_conversations, menus, messages, suppressions
 from settings import Settings
-from starter import followups as start_followups
-from starter import messages as send_messages
-from starter import twilio as twilio_webhooks
-from starter import unsubscribe
-from starter import whatsapp as whatsapp_webhooks
+from starter import twilio, unsubscribe, whatsapp
 from starter.menu_routing import MenuRouter
 from store.repo import Store
+from temporal_client import TemporalConnector
+
+ROUTERS = (
+    followups.router,
+    messages.router,
+    contacts.router,
+    suppressions.router,
+    menus.router,
+    menu_conversations.router,
+    twilio.router,
+    whatsapp.router,
+    unsubscribe.router,
+)
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
@@ -66,13 +75,6 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
             status_code=200 if healthy else 503,
         )
 
-    app.include_router(followups.router)
-    app.include_router(delivery.router)
-    app.include_router(menus.router)
-    app.include_router(menu_conversations.router)
-    app.include_router(start_followups.router)
-    app.include_router(send_messages.router)
-    app.include_router(twilio_webhooks.router)
-    app.include_router(whatsapp_webhooks.router)
-    app.include_router(unsubscribe.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

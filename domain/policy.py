@@ -5,7 +5,8 @@ tested on its own: opt-out keywords, quiet hours in the contact's time zone (DST
 the frequency cap across all workflows, and WhatsApp's 24-hour customer-service window.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: these types cross the workflow boundary and
+# pydantic resolves their annotations inside the workflow sandbox.
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -101,21 +102,3 @@ class Decision:
     verdict: Verdict
     not_before: datetime | None = None
     reason: str = ""
-
-
-def address_channel(channel: str) -> str:
-    """The channel a contact's address belongs to: WhatsApp through Twilio reaches the same
-    WhatsApp number as the Cloud API, so suppressions and windows are kept under ``whatsapp``."""
-    return "whatsapp" if channel == "whatsapp_twilio" else channel
-
-
-def normalize_address(channel: str, address: str) -> str:
-    """One spelling per address, so a STOP on WhatsApp (``15551234567`` from Meta,
-    ``whatsapp:+15551234567`` from Twilio) suppresses the number we send to."""
-    address = address.strip()
-    if channel in ("sms", "whatsapp", "whatsapp_twilio"):
-        digits = "".join(ch for ch in address.removeprefix("whatsapp:") if ch.isdigit())
-        return f"+{digits}" if digits else address
-    if channel == "email":
-        return address.lower()
-    return address

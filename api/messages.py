@@ -1,21 +1,24 @@
-"""``POST /v1/messages``: send one message to one contact through the send path."""
+"""Outbound messages: ``POST /v1/messages`` sends one through the send path; ``GET /v1/outbox``
+lists every message Nudge has claimed, sent or refused, whichever workflow sent it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field, model_validator
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.delivery import DeliverRequest
-from api.deps import AdminToken, SettingsDep, TemporalDep
-from integrations.channels import ChannelName, MessageClass, Template
-from workflows.search_attributes import at_start
-from workflows.send_message import KIND, SendMessage
+from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserToken
+from domain.channels import ChannelName, MessageClass, Template
+from domain.delivery import DeliverRequest
+from domain.status import OutboxStatus
+from workflows.send_message import SendMessage, start_options, workflow_id_for
 
-router = APIRouter(prefix="/v1", tags=["starter"])
+router = APIRouter(prefix="/v1", tags=["messages"])
 
 
 class TemplateIn(BaseModel):
@@ -61,7 +64,7 @@ async def send_message(
     body: MessageIn, _: AdminToken, client: TemporalDep, settings: SettingsDep
 ) -> MessageStarted:
     key = body.key or uuid.uuid4().hex
-    workflow_id = f"message:{key}"
+    workflow_id = workflow_id_for(key)
     request = DeliverRequest(
         idempotency_key=workflow_id,
         workflow_id=workflow_id,
@@ -75,16 +78,55 @@ async def send_message(
         data=body.data,
         message_class=body.message_class,
     )
-    summary = f"{body.message_class.value} {body.channel.value} message to {body.to}"
     try:
         handle = await client.start_workflow(
             SendMessage.run,
             request,
-            id=workflow_id,
             task_queue=settings.temporal.task_queue,
-            search_attributes=at_start(KIND, "sending", body.channel.value),
-            static_summary=summary[:200],
+            **start_options(request).options(),
         )
     except WorkflowAlreadyStartedError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, f"key: {key} is already being sent") from exc
     return MessageStarted(workflow_id=workflow_id, run_id=handle.result_run_id)
+
+
+class OutboxOut(BaseModel):
+    idempotency_key: str
+    workflow_id: str
+    channel: str
+    recipient: str
+    contact_id: int | None
+    message_class: str
+    body: str
+    status: str
+    provider_message_id: str | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+    status_at: datetime | None
+
+
+@router.get("/outbox", response_model=list[OutboxOut])
+async def list_outbox(
+    _: UserToken,
+    store: StoreDep,
+    contact: int | None = None,
+    channel: ChannelName | None = None,
+    status_: Annotated[OutboxStatus | None, Query(alias="status")] = None,
+    class_: Annotated[MessageClass | None, Query(alias="class")] = None,
+    workflow_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Any]:
+    rows = await asyncio.to_thread(
+        store.list_outbox,
+        contact_id=contact,
+        channel=channel.value if channel else None,
+        status=status_.value if status_ else None,
+        message_class=class_.value if class_ else None,
+        workflow_id=workflow_id,
+        limit=limit,
+        offset=offset,
+    )
+    return [row.__dict__ for row in rows]

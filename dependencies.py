@@ -1,4 +1,5 @@
-"""Dependencies shared by the routers: the store, the Temporal client, the caller's token."""
+"""What every route may ask for (FastAPI dependencies): the store, the settings, the Temporal
+client and the caller's token. ``api/`` and ``starter/`` both import it; it imports neither."""
 
 from __future__ import annotations
 
@@ -11,26 +12,9 @@ from temporalio.client import Client
 
 from settings import Settings
 from store.repo import Role, Store, TokenInfo
-from temporal_client import connect
+from temporal_client import TemporalConnector
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `nudge token create`")
-
-
-class TemporalConnector:
-    """Connects on first use and again after a failure, so the API starts before Temporal."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._client: Client | None = None
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> Client:
-        if self._client is not None:
-            return self._client
-        async with self._lock:
-            if self._client is None:
-                self._client = await asyncio.wait_for(connect(self.settings), timeout=5)
-            return self._client
 
 
 # Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop

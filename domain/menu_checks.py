@@ -1,185 +1,38 @@
-"""A menu definition: the steps of a WhatsApp menu conversation, as operators write them.
+"""Everything wrong with a menu definition, at once, each problem with its path.
 
-The same model is stored by the API, loaded from ``NUDGE_MENUS__FILE`` and carried into each
-``MenuConversation`` run (a running conversation keeps the definition it started with, so an
-edit never changes a conversation half-way). A menu step's ``message`` is exactly the WhatsApp
-Cloud API ``interactive`` object, so operators can paste Meta's own examples.
-
-``problems`` lists everything wrong with a definition at once, each with its path, so the API
-can answer one 422 that names every problem. ``check_answer`` is the one place a customer's
-answer to a question is checked and normalized; it runs inside the conversation's workflow,
-so an operator's ``regex`` is bounded (``MAX_PATTERN``, ``MAX_CHECKED_ANSWER``).
-
-Limits are Meta's documented ones for interactive messages, counted in characters (Python
-code points): reply buttons 1-3, button title 20, button id 256; list button text 20, at most
-10 sections and 10 rows across them, section title 24, row title 24, row description 72, row
-id 200; body 1024, header 60, footer 60. Ids are checked per kind (256 for buttons, 200 for
-rows), as Meta does. Only text headers are accepted: menus are also sent as plain text on
-channels without interactive messages, where a media header has nothing to show.
+``problems`` lets the API answer one 422 that names every problem, and ``nudge serve`` refuse
+a menus file before it answers anybody. Limits are WhatsApp's documented ones
+(``domain.whatsapp``); ids are checked per kind (256 for buttons, 200 for rows), as Meta does.
+Only text headers are accepted: menus are also sent as plain text on channels without
+interactive messages, where a media header has nothing to show.
 """
 
-# No ``from __future__ import annotations``: these models cross the workflow boundary and
-# pydantic resolves their annotations inside the workflow sandbox.
-# Pure and deterministic (no I/O, clocks or randomness): imported by the workflow through
-# passthrough.
+from __future__ import annotations
 
 import importlib
 import re
-import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date, timedelta
-from decimal import Decimal
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-DEFAULT_EXPIRY = timedelta(hours=24)
-MAX_EXPIRY = timedelta(days=30)
-"""A month without a word is not a conversation any more (and keeps timers sane)."""
-WHATSAPP_WINDOW = timedelta(hours=24)
-"""Meta's customer-service window: free-form text only this long after the customer's last
-message. An expiry this long or longer has always outlived it, so its message can't be sent."""
-MAX_PATTERN = 200
-"""Characters in a ``regex`` check. Patterns run inside the conversation's workflow task, so
-they are kept to what a field check needs (see also ``MAX_CHECKED_ANSWER``)."""
-MAX_CHECKED_ANSWER = 1000
-"""An answer longer than this fails a ``regex`` check without running the pattern: the time a
-backtracking pattern takes grows with the answer, and a blocked workflow task is retried."""
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
-"""``{name}``, but not inside ``{{name}}`` (literal braces); the same pattern as the filler."""
-BUILTIN_VALIDATORS = ("number", "email", "phone", "date")
-Validator = Literal["number", "email", "phone", "date"] | list[str] | dict[str, str]
-"""A built-in check, a list of accepted answers (one of), or ``{"regex": "..."}``."""
+from domain import whatsapp
+from domain.menu_definition import (
+    BUILTIN_VALIDATORS,
+    MAX_EXPIRY,
+    MAX_PATTERN,
+    NAME,
+    MenuDefinition,
+    MenuStep,
+    Problem,
+    Validator,
+    as_dict,
+    as_list,
+)
+from domain.text import placeholders
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 EVENT = re.compile(r"[A-Za-z0-9_.:-]+")
 _KIND = {"menu": "a menu", "question": "a question", "end": "an end step"}
-
-MAX_BUTTONS = 3
-MAX_SECTIONS = 10
-MAX_ROWS = 10
-BUTTON_TITLE = 20
-BUTTON_ID = 256
-LIST_BUTTON = 20
-SECTION_TITLE = 24
-ROW_TITLE = 24
-ROW_DESCRIPTION = 72
-ROW_ID = 200
-BODY = 1024
-HEADER = 60
-FOOTER = 60
-
-
-class MenuStep(BaseModel):
-    """One of three kinds, told apart by its fields:
-
-    - a menu: ``message`` is an ``interactive`` object (``button`` or ``list``); ``next`` maps
-      each reply id to a step of this definition or to another menu by name;
-    - a question: ``message`` is text, ``save_as`` names the answer, ``validate`` and
-      ``error`` check it, ``next`` is one target;
-    - an end: ``end: true``, ``message`` text with ``{saved}`` placeholders, optionally an
-      ``event`` emitted with the collected context and ``handoff: true`` for a human.
-    """
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    message: str | dict[str, Any]
-    next: str | dict[str, str] | None = None
-    save_as: str | None = None
-    validate_: Validator | None = Field(default=None, alias="validate")
-    error: str = ""
-    end: bool = False
-    event: str | None = None
-    handoff: bool = False
-
-    @property
-    def kind(self) -> Literal["menu", "question", "end"]:
-        if self.end:
-            return "end"
-        if isinstance(self.message, dict):
-            return "menu"
-        return "question"
-
-    def reply_options(self) -> list[tuple[str, str]]:
-        """(id, title) of every button (``button``) or list row (``list``), in order.
-
-        Tolerates any shape: it also runs on definitions that ``problems`` has not seen yet
-        (a conversation must never crash on a malformed menu, it just offers fewer choices).
-        """
-        if not isinstance(self.message, dict):
-            return []
-        action = _as_dict(self.message.get("action"))
-        kind = self.message.get("type")
-        options: list[tuple[str, str]] = []
-        if kind != "list":
-            for button in _as_list(action.get("buttons")):
-                options.append(_option(_as_dict(_as_dict(button).get("reply"))))
-        if kind != "button":
-            for section in _as_list(action.get("sections")):
-                for row in _as_list(_as_dict(section).get("rows")):
-                    options.append(_option(_as_dict(row)))
-        return options
-
-    def targets(self) -> list[str]:
-        if isinstance(self.next, dict):
-            return list(self.next.values())
-        return [self.next] if self.next else []
-
-
-class MenuDefinition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    trigger_keywords: list[str] = Field(default_factory=list)
-    priority: int = 0
-    start: str
-    expiry: timedelta = DEFAULT_EXPIRY
-    """Inactivity after which the conversation ends as ``expired`` (sliding)."""
-    expiry_message: str = ""
-    """Sent on expiry, only while the WhatsApp window is still open; empty sends nothing."""
-    active: bool = True
-    steps: dict[str, MenuStep]
-
-    @field_validator("expiry", mode="before")
-    @classmethod
-    def _duration(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip() and value.strip()[-1] in "smhd":
-            from settings import parse_duration
-
-            return parse_duration(value)
-        return value
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    """Where, from the definition's root: ``steps.initial.message.action.buttons[3].reply.title``."""
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _option(reply: dict[str, Any]) -> tuple[str, str]:
-    return str(reply.get("id", "")), str(reply.get("title", ""))
-
-
-def placeholders(text: str) -> list[str]:
-    """The ``{name}`` placeholders of a text, in order, each once; ``{{``/``}}`` are literal."""
-    return list(dict.fromkeys(PLACEHOLDER.findall(text)))
-
-
-# --- problems -------------------------------------------------------------------------------
 
 
 def problems(definition: MenuDefinition, known_menus: set[str] | None = None) -> list[Problem]:
@@ -216,7 +69,7 @@ def _definition_problems(definition: MenuDefinition) -> list[Problem]:
         found.append(
             Problem("expiry", f"expiry is {days:g} days; at most {MAX_EXPIRY.days} days, e.g. 24h")
         )
-    if definition.expiry_message and definition.expiry >= WHATSAPP_WINDOW:
+    if definition.expiry_message and definition.expiry >= whatsapp.CUSTOMER_SERVICE_WINDOW:
         hours = definition.expiry.total_seconds() / 3600
         found.append(
             Problem(
@@ -347,7 +200,7 @@ def _texts_problems(path: str, message: dict[str, Any]) -> list[Problem]:
     body, found = _part(message, "body", path)
     if not found:
         found = _text_problems(
-            body.get("text"), f"{path}.body.text", "body text", BODY, required=True
+            body.get("text"), f"{path}.body.text", "body text", whatsapp.BODY, required=True
         )
     if "header" in message:
         header, shape = _part(message, "header", path)
@@ -355,7 +208,7 @@ def _texts_problems(path: str, message: dict[str, Any]) -> list[Problem]:
     if "footer" in message:
         footer, shape = _part(message, "footer", path)
         found += shape or _text_problems(
-            footer.get("text"), f"{path}.footer.text", "footer text", FOOTER, required=True
+            footer.get("text"), f"{path}.footer.text", "footer text", whatsapp.FOOTER, required=True
         )
     return found
 
@@ -369,7 +222,9 @@ def _header_problems(path: str, header: dict[str, Any]) -> list[Problem]:
                 "(type: text)",
             )
         ]
-    return _text_problems(header.get("text"), f"{path}.text", "header text", HEADER, required=True)
+    return _text_problems(
+        header.get("text"), f"{path}.text", "header text", whatsapp.HEADER, required=True
+    )
 
 
 class _Ids:
@@ -399,11 +254,11 @@ def _buttons_problems(path: str, action: dict[str, Any]) -> list[Problem]:
     if not isinstance(buttons, list) or not buttons:
         return [Problem(f"{path}.buttons", "a button message needs 1 to 3 buttons; it has none")]
     found: list[Problem] = []
-    if len(buttons) > MAX_BUTTONS:
+    if len(buttons) > whatsapp.MAX_BUTTONS:
         found.append(
             Problem(
-                f"{path}.buttons[{MAX_BUTTONS}]",
-                f"the message has {len(buttons)} buttons; WhatsApp allows at most {MAX_BUTTONS} "
+                f"{path}.buttons[{whatsapp.MAX_BUTTONS}]",
+                f"the message has {len(buttons)} buttons; WhatsApp allows at most {whatsapp.MAX_BUTTONS} "
                 "(use type: list for up to 10 choices)",
             )
         )
@@ -434,9 +289,13 @@ def _button_problems(path: str, where: str, button: Any, ids: _Ids) -> list[Prob
     reply, shape = _part(button, "reply", path)
     if shape:
         return found + shape
-    found += ids.check(reply.get("id"), f"{path}.reply.id", where, "button id", BUTTON_ID)
+    found += ids.check(reply.get("id"), f"{path}.reply.id", where, "button id", whatsapp.BUTTON_ID)
     found += _text_problems(
-        reply.get("title"), f"{path}.reply.title", "button title", BUTTON_TITLE, required=True
+        reply.get("title"),
+        f"{path}.reply.title",
+        "button title",
+        whatsapp.BUTTON_TITLE,
+        required=True,
     )
     return found
 
@@ -446,7 +305,7 @@ def _list_problems(path: str, action: dict[str, Any]) -> list[Problem]:
         action.get("button"),
         f"{path}.button",
         "list button text",
-        LIST_BUTTON,
+        whatsapp.LIST_BUTTON,
         required=True,
         missing="a list needs button: the text of the button that opens it",
     )
@@ -460,11 +319,11 @@ def _list_problems(path: str, action: dict[str, Any]) -> list[Problem]:
     sections = action.get("sections")
     if not isinstance(sections, list) or not sections:
         return [*found, Problem(f"{path}.sections", "a list needs at least one section with rows")]
-    if len(sections) > MAX_SECTIONS:
+    if len(sections) > whatsapp.MAX_SECTIONS:
         found.append(
             Problem(
-                f"{path}.sections[{MAX_SECTIONS}]",
-                f"the list has {len(sections)} sections; WhatsApp allows at most {MAX_SECTIONS}",
+                f"{path}.sections[{whatsapp.MAX_SECTIONS}]",
+                f"the list has {len(sections)} sections; WhatsApp allows at most {whatsapp.MAX_SECTIONS}",
             )
         )
     return found + _sections_problems(f"{path}.sections", sections)
@@ -473,7 +332,7 @@ def _list_problems(path: str, action: dict[str, Any]) -> list[Problem]:
 def _sections_problems(path: str, sections: list[Any]) -> list[Problem]:
     found: list[Problem] = []
     ids = _Ids()
-    total = sum(len(_as_list(_as_dict(section).get("rows"))) for section in sections)
+    total = sum(len(as_list(as_dict(section).get("rows"))) for section in sections)
     counted = 0
     for index, section in enumerate(sections):
         where = f"{path}[{index}]"
@@ -484,7 +343,7 @@ def _sections_problems(path: str, sections: list[Any]) -> list[Problem]:
             section.get("title"),
             f"{where}.title",
             "section title",
-            SECTION_TITLE,
+            whatsapp.SECTION_TITLE,
             required=len(sections) > 1,
             missing="section title is required when a list has more than one section",
         )
@@ -495,12 +354,12 @@ def _sections_problems(path: str, sections: list[Any]) -> list[Problem]:
         for row_index, row in enumerate(rows):
             counted += 1
             row_path = f"{where}.rows[{row_index}]"
-            if counted == MAX_ROWS + 1:
+            if counted == whatsapp.MAX_ROWS + 1:
                 found.append(
                     Problem(
                         row_path,
                         f"the list has {total} rows across its sections; WhatsApp allows at "
-                        f"most {MAX_ROWS}",
+                        f"most {whatsapp.MAX_ROWS}",
                     )
                 )
             label = f"sections[{index}].rows[{row_index}]"
@@ -511,15 +370,15 @@ def _sections_problems(path: str, sections: list[Any]) -> list[Problem]:
 def _row_problems(path: str, where: str, row: Any, ids: _Ids) -> list[Problem]:
     if not isinstance(row, dict):
         return [Problem(path, f"a row must be an object with id and title, not {row!r}")]
-    found = ids.check(row.get("id"), f"{path}.id", where, "row id", ROW_ID)
+    found = ids.check(row.get("id"), f"{path}.id", where, "row id", whatsapp.ROW_ID)
     found += _text_problems(
-        row.get("title"), f"{path}.title", "row title", ROW_TITLE, required=True
+        row.get("title"), f"{path}.title", "row title", whatsapp.ROW_TITLE, required=True
     )
     found += _text_problems(
         row.get("description"),
         f"{path}.description",
         "row description",
-        ROW_DESCRIPTION,
+        whatsapp.ROW_DESCRIPTION,
         required=False,
     )
     return found
@@ -814,7 +673,7 @@ def _texts(path: str, step: MenuStep) -> Iterator[tuple[str, str]]:
         yield f"{path}.message", step.message
         return
     for part in ("header", "body", "footer"):
-        text = _as_dict(step.message.get(part)).get("text")
+        text = as_dict(step.message.get(part)).get("text")
         if isinstance(text, str):
             yield f"{path}.message.{part}.text", text
 
@@ -850,95 +709,3 @@ def _unknown_placeholder(path: str, placeholder: str, everything: frozenset[str]
     return Problem(
         path, f"{{{placeholder}}} is never saved: no question has save_as: {placeholder}"
     )
-
-
-# --- check_answer ---------------------------------------------------------------------------
-
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
-_PHONE = re.compile(r"\+?\d{7,15}")
-_PHONE_SEPARATORS = re.compile(r"[\s().-]")
-_ISO_DATE = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
-_DAY_FIRST_DATE = re.compile(r"(\d{1,2})([/-])(\d{1,2})\2(\d{4})")
-
-
-def check_answer(step: MenuStep, text: str) -> str | None:
-    """The value to save for a customer's answer to ``step``, or None when it is not accepted.
-
-    Normalizes so that the saved context is uniform whatever the customer typed: numbers
-    without leading zeros, phones as digits (``+`` kept), dates as ISO, list answers in the
-    definition's own spelling. A blank answer is never accepted. The built-in checks read any
-    decimal digits (e.g. Arabic-Indic) as ASCII ones; free text is saved as typed (stripped).
-    A ``regex`` check refuses an answer over ``MAX_CHECKED_ANSWER`` characters unread.
-    """
-    answer = text.strip()
-    validator = step.validate_
-    if not answer:
-        return None
-    if validator is None:
-        return answer
-    if isinstance(validator, list):
-        return _one_of(validator, answer)
-    if isinstance(validator, dict):
-        return _matches(validator.get("regex"), answer)
-    return _BUILTIN_CHECKS[validator](_ascii_digits(answer))
-
-
-def _ascii_digits(text: str) -> str:
-    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
-
-
-def _number(answer: str) -> str | None:
-    if not _NUMBER.fullmatch(answer):
-        return None
-    value = Decimal(answer)
-    return str(int(value)) if "." not in answer else str(value)
-
-
-def _email(answer: str) -> str | None:
-    if not _EMAIL.fullmatch(answer):
-        return None
-    local, _, domain = answer.rpartition("@")
-    return f"{local}@{domain.lower()}"
-
-
-def _phone(answer: str) -> str | None:
-    compact = _PHONE_SEPARATORS.sub("", answer)
-    return compact if _PHONE.fullmatch(compact) else None
-
-
-def _date(answer: str) -> str | None:
-    if iso := _ISO_DATE.fullmatch(answer):
-        year, month, day = iso.groups()
-    elif day_first := _DAY_FIRST_DATE.fullmatch(answer):
-        day, _, month, year = day_first.groups()
-    else:
-        return None
-    try:
-        return date(int(year), int(month), int(day)).isoformat()
-    except ValueError:
-        return None  # 31/02/2025
-
-
-def _fold(text: str) -> str:
-    """Lower case, no accents, single spaces: "  Crème  Brûlée " -> "creme brulee"."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(bare.casefold().split())
-
-
-def _one_of(accepted: list[str], answer: str) -> str | None:
-    folded = _fold(answer)
-    return next((option for option in accepted if _fold(option) == folded), None)
-
-
-def _matches(pattern: str | None, answer: str) -> str | None:
-    if len(answer) > MAX_CHECKED_ANSWER:
-        return None
-    try:
-        return answer if pattern and re.fullmatch(pattern, answer) else None
-    except re.error:
-        return None  # reported by ``problems``; a conversation never crashes on it
-
-
-_BUILTIN_CHECKS = {"number": _number, "email": _email, "phone": _phone, "date": _date}

@@ -1,0 +1,83 @@
+"""``/v1/suppressions``: addresses that must not be messaged (opt-outs), per channel and scope."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, Field
+
+from dependencies import AdminToken, StoreDep, UserToken
+from domain.addresses import address_channel, normalize_address
+from domain.channels import ChannelName
+
+router = APIRouter(prefix="/v1", tags=["suppressions"])
+
+Scope = Literal["all", "marketing"]
+
+
+class SuppressionIn(BaseModel):
+    channel: ChannelName
+    address: str = Field(min_length=1, max_length=320)
+    scope: Scope = "all"
+    reason: str = Field(default="added by an operator", max_length=255)
+
+
+class SuppressionOut(BaseModel):
+    channel: str
+    address: str
+    scope: str
+    reason: str
+    source: str
+    created_at: datetime
+
+
+@router.get("/suppressions", response_model=list[SuppressionOut])
+async def list_suppressions(
+    _: UserToken,
+    store: StoreDep,
+    channel: ChannelName | None = None,
+    address: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[Any]:
+    where = address_channel(channel.value) if channel else None
+    if address is not None:
+        address = normalize_address(where or "", address)
+    found = await asyncio.to_thread(
+        store.list_suppressions, channel=where, address=address, limit=limit
+    )
+    return [row.__dict__ for row in found]
+
+
+@router.post("/suppressions", response_model=SuppressionOut, status_code=status.HTTP_201_CREATED)
+async def add_suppression(body: SuppressionIn, _: AdminToken, store: StoreDep) -> Any:
+    channel = address_channel(body.channel.value)
+    address = normalize_address(channel, body.address.strip())
+    if not address:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "address: must not be blank")
+    await asyncio.to_thread(
+        store.suppress,
+        channel,
+        address,
+        scope=body.scope,
+        reason=body.reason,
+        source="api",
+    )
+    found = await asyncio.to_thread(store.list_suppressions, channel=channel, address=address)
+    return next(row for row in found if row.scope == body.scope).__dict__
+
+
+@router.delete("/suppressions", status_code=status.HTTP_204_NO_CONTENT)
+async def remove_suppression(
+    _: AdminToken, store: StoreDep, channel: ChannelName, address: str, scope: Scope | None = None
+) -> None:
+    where = address_channel(channel.value)
+    removed = await asyncio.to_thread(
+        store.unsuppress, where, normalize_address(where, address), scope
+    )
+    if not removed:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"address: {address} is not suppressed on {channel.value}"
+        )
