@@ -236,8 +236,8 @@ async def test_a_message_to_a_reamaze_conversation_is_posted_once(stack: Stack) 
         body = {"channel": "reamaze", "to": slug, "text": "Your order ships today.", "key": slug}
         sent = await stack.api.post("/v1/messages", json=body)
         assert sent.status_code == 202, sent.text
-        handle = stack.env.client.get_workflow_handle_for(
-            SendMessage.run, sent.json()["workflow_id"]
+        handle = stack.env.client.get_workflow_handle(
+            sent.json()["workflow_id"], result_type=SendMessageResult
         )
         result = await handle.result()
         assert result.status == "sent", result
