@@ -71,7 +71,7 @@ class FollowupSettings(BaseModel):
         default_factory=lambda: [timedelta(minutes=30), timedelta(hours=24)]
     )
     config_file: Path | None = None
-    """The seed's own ``config.json`` (prompts, fallbacks, links, model): read unchanged."""
+    """The original script's own ``config.json`` (prompts, fallbacks, links, model): read unchanged."""
     purchase_indicators: CsvList = Field(
         default_factory=lambda: [
             "placed an order (",

@@ -1,8 +1,8 @@
-"""The follow-up texts: prompts, fallbacks and links, read from the seed's own ``config.json``.
+"""The follow-up texts: prompts, fallbacks and links, read from the original script's ``config.json``.
 
-Users of the seed move over by pointing ``NUDGE_FOLLOWUP__CONFIG_FILE`` at their file.
+Users of that script move over by pointing ``NUDGE_FOLLOWUP__CONFIG_FILE`` at their file.
 Its keys are numbered per step (``llm_prompt_followup1``, ``followup2_fallback_message``); we
-accept any step number so a third step needs no code. Keys we do not need (the seed's
+accept any step number so a third step needs no code. Keys we do not need (the script's
 process interval, its broken retry settings) are accepted and ignored: Temporal's timers
 and retry policies replace them.
 """
@@ -35,8 +35,8 @@ class HelpfulLink(BaseModel):
     url: str
 
 
-class SeedConfig(BaseModel):
-    """The seed's config.json, key for key."""
+class ScriptConfig(BaseModel):
+    """The original script's config.json, key for key."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -102,18 +102,18 @@ def load_followup_texts(path: Path | None) -> FollowUpTexts:
         if not isinstance(raw, dict):
             raise ConfigFileError(f"NUDGE_FOLLOWUP__CONFIG_FILE: {path} must hold a JSON object")
     try:
-        seed = SeedConfig.model_validate(raw)
+        script = ScriptConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigFileError(f"NUDGE_FOLLOWUP__CONFIG_FILE: {path}: {exc}") from exc
-    extra = seed.model_extra or {}
+    extra = script.model_extra or {}
     return FollowUpTexts(
         prompts=_numbered(extra, "llm_prompt_followup", ""),
         fallbacks={**DEFAULT_FALLBACKS, **_numbered(extra, "followup", "_fallback_message")},
-        links_header=seed.followup1_helpful_links_header,
-        links=seed.followup1_helpful_links,
-        model=seed.gemini_model,
+        links_header=script.followup1_helpful_links_header,
+        links=script.followup1_helpful_links,
+        model=script.gemini_model,
         temperature=0.5
-        if seed.gemini_summary_temperature is None
-        else seed.gemini_summary_temperature,
-        max_output_tokens=seed.gemini_summary_max_output_tokens or 250,
+        if script.gemini_summary_temperature is None
+        else script.gemini_summary_temperature,
+        max_output_tokens=script.gemini_summary_max_output_tokens or 250,
     )

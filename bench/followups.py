@@ -49,7 +49,7 @@ def describe(name: str, values: list[float]) -> str:
 
 
 def serve_fakes(sequences: int, pipe: Connection) -> None:
-    """Child process: seed the conversations, serve the fakes, report the posts when asked."""
+    """Child process: create the conversations, serve the fakes, report the posts when asked."""
     with running_fakes() as fakes:
         for i in range(sequences):
             slug = f"bench-{i}"

@@ -1,7 +1,7 @@
 """Re:amaze API v1: the few operations a follow-up needs, typed.
 
 Every request goes through ``integrations.http.send``, so callers only ever see
-``RetryLater`` / ``Rejected`` / ``NotFound``. Lists are read to their last page (the seed read
+``RetryLater`` / ``Rejected`` / ``NotFound``. Lists are read to their last page (the original script read
 page 1 only and never saw the 31st tagged conversation), and messages are sorted by
 ``created_at`` because Re:amaze does not document their order.
 """

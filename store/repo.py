@@ -1,7 +1,7 @@
 """The store's operations, as small synchronous methods (activities run them in a thread).
 
 Every method opens its own short transaction: nothing holds a connection across an HTTP call
-or an LLM call, which was what made the seed's batch jobs fragile.
+or an LLM call, which was what made the original scripts' batch jobs fragile.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from store.repo import Store
 from tests.conftest import temporal_test_server
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
-from tests.stack import nudge_worker, running_fakes, settings_for, write_seed_config
+from tests.stack import nudge_worker, running_fakes, settings_for, write_script_config
 from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, start_options
 from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -125,7 +125,7 @@ async def record_poll(
 ) -> None:
     """A poll that finds two tagged conversations and starts a follow-up for each."""
     with running_fakes() as fakes:
-        settings = settings_for(fakes, url, "record", write_seed_config(workdir))
+        settings = settings_for(fakes, url, "record", write_script_config(workdir))
         for _ in range(2):
             slug = f"polled-{uuid.uuid4().hex[:6]}"
             fakes.reamaze.add_conversation(slug, tags=[TAG], customer_email=f"{slug}@example.com")
@@ -145,7 +145,7 @@ async def record_followups(
     env: WorkflowEnvironment, store: Store, url: str, workdir: Path, prefix: str
 ) -> None:
     with running_fakes() as fakes:
-        settings = settings_for(fakes, url, "record", write_seed_config(workdir))
+        settings = settings_for(fakes, url, "record", write_script_config(workdir))
         async with nudge_worker(env.client, settings, store):
             for name in ("completed", "purchase", "cancelled"):
                 slug = f"{name}-{uuid.uuid4().hex[:6]}"

@@ -26,7 +26,7 @@ from tests.fakes.reamaze import FakeReamaze
 from tests.fakes.server import RunningServer, serve
 from worker import build_activities, build_worker
 
-SEED_CONFIG = {
+SCRIPT_CONFIG = {
     "followup1_fallback_message": "Fallback one.",
     "followup2_fallback_message": "Fallback two.",
     "llm_prompt_followup1": "Step one prompt.\nConversation:\n{conversation_text}\n\nWrite only the message:",
@@ -112,9 +112,9 @@ def settings_for_urls(
     )
 
 
-def write_seed_config(directory: Path) -> Path:
+def write_script_config(directory: Path) -> Path:
     path = directory / "config.json"
-    path.write_text(json.dumps(SEED_CONFIG))
+    path.write_text(json.dumps(SCRIPT_CONFIG))
     return path
 
 

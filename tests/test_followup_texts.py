@@ -1,4 +1,4 @@
-"""The seed's config.json, the writer's output checks, and whose messages count."""
+"""The original script's config.json, the writer's output checks, and whose messages count."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from activities.followup_config import ConfigFileError, load_followup_texts
 from activities.helpdesk import find_purchase, message_role
 from activities.writer import TranscriptLine, check_output, conversation_text
 from integrations.reamaze import ReamazeMessage, ReamazeUser
-from tests.stack import SEED_CONFIG, write_seed_config
+from tests.stack import SCRIPT_CONFIG, write_script_config
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def test_seed_config_is_read_unchanged(tmp_path: Path) -> None:
-    texts = load_followup_texts(write_seed_config(tmp_path))
+def test_the_original_config_is_read_unchanged(tmp_path: Path) -> None:
+    texts = load_followup_texts(write_script_config(tmp_path))
     assert texts.prompt(1).startswith("Step one prompt.")
     assert texts.prompt(2).startswith("Step two prompt.")
     assert texts.fallback(1) == "Fallback one." and texts.fallback(2) == "Fallback two."
@@ -42,7 +42,7 @@ def test_no_config_file_gives_working_defaults() -> None:
     [
         ("{not json", "is not JSON"),
         ("[1, 2]", "must hold a JSON object"),
-        (json.dumps({**SEED_CONFIG, "followup1_helpful_links": [{"text": "x"}]}), "url"),
+        (json.dumps({**SCRIPT_CONFIG, "followup1_helpful_links": [{"text": "x"}]}), "url"),
     ],
 )
 def test_bad_config_files_say_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:

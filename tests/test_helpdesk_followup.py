@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from domain.status import FollowUpStatus
 from settings import PolicySettings
 from store.repo import FollowUpRecord, Store
-from tests.stack import Fakes, nudge_worker, running_fakes, settings_for, write_seed_config
+from tests.stack import Fakes, nudge_worker, running_fakes, settings_for, write_script_config
 from workflows.helpdesk_followup import (
     FollowUpInput,
     FollowUpResult,
@@ -83,7 +83,7 @@ async def rig(
     time_env: WorkflowEnvironment, store: Store, sqlite_url: str, task_queue: str, tmp_path: Path
 ) -> AsyncIterator[Rig]:
     with running_fakes() as fakes:
-        settings = settings_for(fakes, sqlite_url, task_queue, write_seed_config(tmp_path))
+        settings = settings_for(fakes, sqlite_url, task_queue, write_script_config(tmp_path))
         async with nudge_worker(time_env.client, settings, store):
             yield Rig(time_env, fakes, store, task_queue)
 
@@ -108,7 +108,7 @@ async def test_two_followups_then_tag_removed(rig: Rig) -> None:
     assert first["origin_id"].startswith("nudge:")
     assert rig.fakes.reamaze.tags(slug) == ["vip"], "the trigger tag is removed, the others kept"
 
-    # The prompt of the seed's config.json was used, with the conversation in it.
+    # The prompt of the original script's config.json was used, with the conversation in it.
     prompt = rig.fakes.gemini.requests[0]["contents"][0]["parts"][0]["text"]
     assert prompt.startswith("Step one prompt.") and "Customer: Do you ship monsteras?" in prompt
 
@@ -249,7 +249,7 @@ async def test_followup_due_in_quiet_hours_waits_for_the_morning(
         quiet_hours_end=(now + timedelta(hours=3)).strftime("%H:%M"),
     )
     queue = f"{rig.task_queue}-quiet"
-    settings = settings_for(rig.fakes, sqlite_url, queue, write_seed_config(tmp_path))
+    settings = settings_for(rig.fakes, sqlite_url, queue, write_script_config(tmp_path))
     settings.policy = quiet
     slug = rig.conversation()
     async with nudge_worker(rig.env.client, settings, rig.store):
@@ -367,7 +367,7 @@ async def test_the_frequency_cap_holds_a_step_and_counts_the_replies(
     waits until step 1 is 48 hours old, then goes out once."""
     env = fresh_time_env
     with running_fakes() as fakes:
-        settings = settings_for(fakes, sqlite_url, task_queue, write_seed_config(tmp_path))
+        settings = settings_for(fakes, sqlite_url, task_queue, write_script_config(tmp_path))
         settings.policy = PolicySettings(
             quiet_hours_start="00:00",
             quiet_hours_end="00:00",

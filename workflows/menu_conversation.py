@@ -1,6 +1,6 @@
-"""MenuConversation: one customer's WhatsApp menu conversation (seed 004), start to end.
+"""MenuConversation: one customer's WhatsApp menu conversation, start to end.
 
-The seed kept each customer's place in a state table and swept stale rows with a cron job.
+The original system kept each customer's place in a state table and swept stale rows with a cron job.
 Here the conversation is a workflow with id ``menu:{channel}:{phone}``: the webhook starts it
 (or feeds it) with signal-with-start, the customer's messages queue up and are handled one at
 a time in arrival order, the saved answers live in the workflow, and the 24-hour inactivity
