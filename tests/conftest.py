@@ -30,8 +30,9 @@ from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get("NUDGE_TEST_POSTGRES_URL", "")
 
-pytest_plugins = ["tests.api_rig"]
-"""The ``api`` fixture (the HTTP API with tokens) for every REST test."""
+pytest_plugins = ["tests.api_rig", "tests.menu_rig"]
+"""The ``api`` fixture (the HTTP API with tokens) for every REST test, and the ``rig``
+fixture (a menu conversation's worker and router) for the menu conversation tests."""
 
 
 def temporal_cli() -> str:

@@ -29,6 +29,7 @@ from tests.conftest import temporal_test_server
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
 from tests.stack import nudge_worker, running_fakes, settings_for, write_script_config
+from tests.waiting import eventually
 from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, start_options
 from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -112,12 +113,14 @@ async def record_send_messages(
 
 
 async def until_sent(store: Store, key: str) -> None:
-    for _ in range(600):
+    """Until the outbox row of ``key`` is marked sent, so its status can be signalled."""
+
+    def sent() -> bool:
         row = store.get_outbox(key)
-        if row is not None and row.status == "sent":
-            return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"{key} was not sent within a minute")
+        return row is not None and row.status == "sent"
+
+    if not await eventually(sent, within=60, every=0.1):
+        raise RuntimeError(f"{key} was not sent within a minute")
 
 
 async def record_poll(

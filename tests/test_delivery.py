@@ -40,6 +40,7 @@ from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
 from tests.fakes.smtp import FakeSmtp
 from tests.fakes.twilio import FakeTwilio
+from tests.waiting import wait_for
 from worker import smtp_channel, twilio_channel, whatsapp_channel
 from workflows.delivery import send
 from workflows.search_attributes import NUDGE_STATUS
@@ -574,12 +575,13 @@ async def test_deliver_heartbeats_while_the_database_is_slow(store: Store, sqlit
 
 
 async def wait_until_sent(rig: Rig, key: str) -> None:
-    for _ in range(300):
+    """Until the outbox row of ``key`` is marked sent (the provider took the message)."""
+
+    def sent() -> bool:
         row = rig.store.get_outbox(key)
-        if row is not None and row.status == OutboxStatus.sent:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{key} was never sent")
+        return row is not None and row.status == OutboxStatus.sent
+
+    await wait_for(sent, within=15, failure=f"{key} was never sent")
 
 
 async def test_send_message_ends_with_the_delivered_status_it_is_signalled(rig: Rig) -> None:

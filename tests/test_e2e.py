@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.conftest import temporal_cli
 from tests.fakes.server import serve
 from tests.processes import WorkerProcess
 from tests.stack import Fakes, running_fakes
+from tests.waiting import eventually, first_result, wait_for
 from workflows.helpdesk_poll import schedule_id_for
 from workflows.send_message import SendMessageResult
 
@@ -50,23 +50,20 @@ class Stack:
         return slug
 
     async def outcome(self, slug: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The follow-up's outcome as the API lists it, once there is one."""
+
+        async def listed() -> dict[str, Any] | None:
             response = await self.api.get("/v1/followups", params={"conversation": slug})
             response.raise_for_status()
             if rows := response.json():
                 assert len(rows) == 1, rows
                 return dict(rows[0])
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"no outcome for {slug} within {timeout}s")
+            return None
 
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+        found = await first_result(listed, within=timeout, every=0.2)
+        if found is None:
+            raise AssertionError(f"no outcome for {slug} within {timeout}s")
+        return found
 
 
 @pytest.fixture
@@ -180,10 +177,11 @@ async def test_cancel_from_the_api(stack: Stack) -> None:
         assert again.status_code == 409, "a second sequence for one conversation is refused"
 
         handle = stack.env.client.get_workflow_handle(workflow_id)
-        for _ in range(100):
-            if (await handle.query("status")) == "waiting_step_1":
-                break
-            await asyncio.sleep(0.1)
+
+        async def waiting() -> bool:
+            return bool(await handle.query("status") == "waiting_step_1")
+
+        await eventually(waiting, within=10, every=0.1)
 
         anonymous = await stack.api.post(
             f"/v1/followups/{workflow_id}/cancel", headers={"Authorization": ""}
@@ -263,7 +261,7 @@ async def test_a_reset_follow_up_posts_no_step_twice(stack: Stack) -> None:
     workflow_id = f"followup:reamaze:{slug}"
     worker = WorkerProcess(stack.worker_env, stack.workdir).start()
     try:
-        await wait_for(lambda: len(stack.fakes.reamaze.posts_for(slug)) == 1, timeout=60)
+        await wait_for(lambda: len(stack.fakes.reamaze.posts_for(slug)) == 1, within=60)
         first_run = (await stack.env.client.get_workflow_handle(workflow_id).describe()).run_id
         reset = await asyncio.to_thread(
             subprocess.run,

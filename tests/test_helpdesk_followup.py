@@ -6,9 +6,8 @@ writing to a real SQLite database.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from domain.status import FollowUpStatus
 from settings import PolicySettings
 from store.repo import FollowUpRecord, Store
 from tests.stack import Fakes, nudge_worker, running_fakes, settings_for, write_script_config
+from tests.waiting import eventually, wait_for
 from workflows.helpdesk_followup import (
     FollowUpInput,
     FollowUpResult,
@@ -68,11 +68,12 @@ class Rig:
         return records[0]
 
     async def wait_outcome(self, slug: str, within: float = 30) -> FollowUpRecord:
-        for _ in range(int(within / 0.05)):
-            if self.store.list_followups(conversation=slug):
-                return self.outcome(slug)
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no outcome for {slug}")
+        await wait_for(
+            lambda: bool(self.store.list_followups(conversation=slug)),
+            within=within,
+            failure=f"no outcome for {slug}",
+        )
+        return self.outcome(slug)
 
     def bodies(self, slug: str) -> list[str]:
         return [post["message"]["body"] for post in self.fakes.reamaze.posts_for(slug)]
@@ -147,10 +148,7 @@ async def test_purchase_between_steps_stops_the_second(rig: Rig) -> None:
     slug = rig.conversation()
     handle = await rig.start(slug)
     await rig.env.sleep(timedelta(minutes=31))
-    for _ in range(200):
-        if rig.fakes.reamaze.posts_for(slug):
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: bool(rig.fakes.reamaze.posts_for(slug)), within=10)
     assert len(rig.fakes.reamaze.posts_for(slug)) == 1
     rig.fakes.reamaze.add_message(slug, "I placed an order (#1001)", email="customer@example.com")
     result = await handle.result()
@@ -260,10 +258,7 @@ async def test_followup_due_in_quiet_hours_waits_for_the_morning(
             task_queue=queue,
         )
         await rig.env.sleep(timedelta(minutes=40))  # due at 30 min: inside quiet hours
-        for _ in range(200):
-            if await handle.query(HelpdeskFollowUp.status) == "holding_step_1":
-                break
-            await asyncio.sleep(0.02)
+        await until_status(handle, "holding_step_1", within=4)
         assert await handle.query(HelpdeskFollowUp.status) == "holding_step_1"
         assert rig.fakes.reamaze.posts_for(slug) == []
 
@@ -379,7 +374,7 @@ async def test_the_frequency_cap_holds_a_step_and_counts_the_replies(
         async with nudge_worker(env.client, settings, store):
             handle = await rig.start(slug)
             await env.sleep(timedelta(minutes=31))
-            assert await until(lambda: len(fakes.reamaze.posts_for(slug)) == 1)
+            assert await eventually(lambda: len(fakes.reamaze.posts_for(slug)) == 1)
             await env.sleep(timedelta(hours=24, minutes=5))  # step 2 is due
             assert await until_status(handle, "holding_step_2")
             assert len(fakes.reamaze.posts_for(slug)) == 1
@@ -399,17 +394,10 @@ async def test_the_frequency_cap_holds_a_step_and_counts_the_replies(
     assert sent_at - step2.fired_at >= timedelta(hours=23), "step 2 waited out the cap"
 
 
-async def until(condition: Callable[[], bool], within: float = 30) -> bool:
-    for _ in range(int(within / 0.05)):
-        if condition():
-            return True
-        await asyncio.sleep(0.05)
-    return condition()
-
-
 async def until_status(handle: WorkflowHandle[Any, Any], status: str, within: float = 30) -> bool:
-    for _ in range(int(within / 0.05)):
-        if await handle.query(HelpdeskFollowUp.status) == status:
-            return True
-        await asyncio.sleep(0.05)
-    return False
+    """Whether the follow-up's ``status`` query answers ``status`` within ``within`` seconds."""
+
+    async def reached() -> bool:
+        return bool(await handle.query(HelpdeskFollowUp.status) == status)
+
+    return await eventually(reached, within=within)

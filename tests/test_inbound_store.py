@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from store.inbound import MAX_ROUTE_ATTEMPTS, ROUTE_LEASE, InboundResult, OptChange
+from store.inbound import MAX_ROUTE_ATTEMPTS, InboundResult, OptChange
 from store.models import InboundMessage
 from store.repo import Store
+from tests.routing_lease import age_lease
 
 PHONE = "+15557654321"
 
@@ -27,14 +28,6 @@ def record(
         route_channel="whatsapp",
         opt=opt,
     )
-
-
-def age_lease(store: Store, by: timedelta = ROUTE_LEASE + timedelta(seconds=1)) -> None:
-    """As if the lease had been taken that long ago (its holder died or gave up)."""
-    with store.sessions.begin() as session:
-        for row in session.scalars(select(InboundMessage)):
-            if row.route_claimed_at is not None:
-                row.route_claimed_at -= by
 
 
 def test_a_new_message_comes_with_its_routing_lease(any_store: Store) -> None:

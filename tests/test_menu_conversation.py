@@ -3,274 +3,37 @@ expiry, opt-out, keyword precedence and continue-as-new.
 
 Messages come in the way the webhook hands them over (recorded by ``handle_inbound``, routed
 by ``MenuRouter``); replies go out through the real send path and the real WhatsApp Cloud
-client to a fake Graph API server, whose received bodies the tests read.
+client to a fake Graph API server, whose received bodies the tests read: the ``rig`` of
+``tests/menu_rig.py``, walking the shop menu of ``tests/menus.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.delivery import DeliveryActivities
-from activities.menus import MenuActivities
 from domain.channels import ChannelName
-from domain.menu_definition import MenuDefinition
 from domain.menu_matching import pick_menu
-from integrations.channels import Channel
-from settings import (
-    MenusSettings,
-    PolicySettings,
-    Settings,
-    TemporalSettings,
-    TwilioSettings,
-    WhatsAppSettings,
-)
+from settings import MenusSettings, Settings, TemporalSettings, TwilioSettings
 from starter.inbound import handle_inbound, handle_status, signal_status
-from starter.menu_routing import MenuRouter, RoutedMessage
+from starter.menu_routing import MenuRouter
 from store.models import BusinessEvent, OutboxMessage
 from store.repo import Store
-from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
-from worker import twilio_channel, whatsapp_channel
+from tests.menu_rig import BUSY, HINT, PHONE, Rig, closing, interactive, running_rig, text
+from tests.menus import POTS, PRODUCTS, WELCOME, shop_menu
+from tests.waiting import eventually
+from worker import twilio_channel
 from workflows.menu_conversation import QUEUE_BEFORE_RELEASE, MenuConversation
-from workflows.menu_payloads import (
-    MenuConversationInput,
-    MenuConversationResult,
-    MenuMessage,
-    MenuView,
-    workflow_id_for,
-)
-from workflows.send_message import SendMessage
-
-PHONE = "+15551239876"
-HINT = "Please tap one of the options."
-PATIENCE = 30.0
-"""Real seconds a test waits for something that should happen (CI shares 2 cores); a
-polling loop returns as soon as it happens, so this costs nothing when all is well."""
-BUSY = 5.0
-"""Real seconds the fake Graph API holds a send's answer to keep a workflow busy while a test
-signals it: far longer than a signal takes, even on a loaded CI machine."""
-
-
-def buttons(text: str, *options: tuple[str, str]) -> dict[str, Any]:
-    return {
-        "type": "button",
-        "body": {"text": text},
-        "action": {
-            "buttons": [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in options]
-        },
-    }
-
-
-PRODUCTS = {
-    "type": "list",
-    "header": {"type": "text", "text": "Our plants"},
-    "body": {"text": "Which plant would you like?"},
-    "footer": {"text": "Prices include delivery"},
-    "action": {
-        "button": "See plants",
-        "sections": [
-            {
-                "title": "Indoor",
-                "rows": [
-                    {"id": "monstera", "title": "Monstera", "description": "Big leaves"},
-                    {"id": "fern", "title": "Fern"},
-                ],
-            },
-            {"title": "Outdoor", "rows": [{"id": "cactus", "title": "Cactus"}]},
-        ],
-    },
-}
-WELCOME = buttons("Welcome! How can we help?", ("order", "New Order"), ("support", "Support"))
-POTS = buttons("Which pot size?", ("small", "Small pot"), ("large", "Large pot"))
-
-
-def shop_menu(**changes: Any) -> MenuDefinition:
-    """Three menu levels (buttons, list, buttons), a question with validation, two ends."""
-    raw: dict[str, Any] = {
-        "name": "main_menu",
-        "trigger_keywords": ["hi", "hello", "menu"],
-        "priority": 1,
-        "start": "initial",
-        "steps": {
-            "initial": {"message": WELCOME, "next": {"order": "products", "support": "agent"}},
-            "products": {
-                "message": PRODUCTS,
-                "next": {"monstera": "pot", "fern": "pot", "cactus": "pot"},
-            },
-            "pot": {"message": POTS, "next": {"small": "ask_qty", "large": "ask_qty"}},
-            "ask_qty": {
-                "message": "How many plants?",
-                "save_as": "qty",
-                "validate": "number",
-                "error": "Please send a number",
-                "next": "done",
-            },
-            "done": {"message": "Order for {qty} plants noted!", "end": True, "event": "new_order"},
-            "agent": {"message": "An agent will reply soon.", "end": True, "handoff": True},
-        },
-    }
-    return MenuDefinition.model_validate(raw | changes)
-
-
-@dataclass
-class Rig:
-    env: WorkflowEnvironment
-    store: Store
-    graph: FakeGraph
-    router: MenuRouter
-    task_queue: str
-    channel: ChannelName = ChannelName.whatsapp
-
-    @property
-    def workflow_id(self) -> str:
-        return workflow_id_for(self.channel.value, PHONE)
-
-    def handle(self) -> WorkflowHandle[Any, Any]:
-        return self.env.client.get_workflow_handle(self.workflow_id)
-
-    async def say(self, text: str = "", reply_id: str | None = None) -> str:
-        """A customer message as the webhook hands it over; what the router did with it."""
-        wamid = f"wamid.{uuid.uuid4().hex}"
-        now = await self.env.get_current_time()
-        inbound = await handle_inbound(
-            self.store, "whatsapp", wamid, PHONE, text=text, received_at=now, reply_id=reply_id
-        )
-        assert inbound is not None
-        routed = RoutedMessage(
-            self.channel,
-            inbound.address,
-            inbound.contact_id,
-            MenuMessage(wamid, text, reply_id, now),
-            inbound.keyword,
-        )
-        return await self.router.route(routed)
-
-    async def replies(self, count: int) -> list[dict[str, Any]]:
-        """Wait (in real time) until the fake Graph API has received ``count`` messages."""
-        await until(lambda: len(self.graph.sent) >= count)
-        assert len(self.graph.sent) == count, [m.get("type") for m in self.graph.sent]
-        return self.graph.sent
-
-    async def exchange(self, text: str = "", reply_id: str | None = None) -> dict[str, Any]:
-        """Say something and return the one reply it gets."""
-        before = len(self.graph.sent)
-        await self.say(text, reply_id)
-        return (await self.replies(before + 1))[-1]
-
-    async def view(self) -> MenuView:
-        deadline = asyncio.get_running_loop().time() + PATIENCE
-        while asyncio.get_running_loop().time() < deadline:
-            found: MenuView | None = await self.handle().query(MenuConversation.view)
-            if found is not None and found.pending == 0:
-                return found
-            await asyncio.sleep(0.02)
-        raise AssertionError("the conversation did not settle")
-
-    async def message(self, message: MenuMessage) -> None:
-        """Signal a message straight to the conversation. The time-skipping test server may
-        briefly answer "completed" for a run that is continuing as new: ask again."""
-        deadline = asyncio.get_running_loop().time() + PATIENCE
-        while asyncio.get_running_loop().time() < deadline:
-            try:
-                await self.handle().signal(MenuConversation.message, message)
-                return
-            except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"{self.workflow_id} is not running")
-
-    async def record(self, name: str) -> None:
-        """With NUDGE_RECORD_HISTORIES=1, keep this run's history for the replay test."""
-        if os.environ.get("NUDGE_RECORD_HISTORIES") == "1":
-            history = await self.handle().fetch_history()
-            Path(__file__).with_name("histories").joinpath(f"{name}.json").write_text(
-                history.to_json()
-            )
-
-    async def result(self) -> MenuConversationResult:
-        handle = self.env.client.get_workflow_handle_for(MenuConversation.run, self.workflow_id)
-        return await handle.result()
-
-
-async def until(condition: Callable[[], bool], seconds: float = PATIENCE) -> bool:
-    """Poll ``condition`` in real time until it holds (True) or ``seconds`` pass (False)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
-def interactive(sent: dict[str, Any]) -> dict[str, Any]:
-    assert sent["type"] == "interactive", sent
-    body: dict[str, Any] = sent["interactive"]
-    return body
-
-
-def text(sent: dict[str, Any]) -> str:
-    assert sent["type"] == "text", sent
-    body: str = sent["text"]["body"]
-    return body
-
-
-@pytest.fixture
-def graph_url() -> Iterator[tuple[FakeGraph, str]]:
-    graph = FakeGraph()
-    with serve(graph.app) as server:
-        yield graph, server.url
-
-
-@pytest.fixture
-async def rig(
-    fresh_time_env: WorkflowEnvironment,
-    store: Store,
-    task_queue: str,
-    graph_url: tuple[FakeGraph, str],
-) -> AsyncIterator[Rig]:
-    graph, url = graph_url
-    channel = whatsapp_channel(
-        WhatsAppSettings(token=graph.token, phone_number_id=graph.phone_number_id, graph_url=url)
-    )
-    channels: dict[ChannelName, Channel | None] = {ChannelName.whatsapp: channel}
-    # Quiet hours off: menu replies are transactional anyway, and tests run at any hour.
-    rules = PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00")
-    delivery = DeliveryActivities(channels, store, rules)
-    menus = MenuActivities(store)
-    settings = Settings(
-        _env_file=None,
-        temporal=TemporalSettings(task_queue=task_queue),
-        menus=MenusSettings(hint=HINT),
-    )
-
-    async def client() -> Any:
-        return fresh_time_env.client
-
-    async with Worker(
-        fresh_time_env.client,
-        task_queue=task_queue,
-        workflows=[MenuConversation, SendMessage],
-        activities=[delivery.deliver, *menus.all()],
-    ):
-        yield Rig(fresh_time_env, store, graph, MenuRouter(settings, store, client), task_queue)
-    await channel.aclose()
+from workflows.menu_payloads import MenuConversationInput, MenuMessage
 
 
 async def test_three_level_menu_with_question_and_validation(rig: Rig) -> None:
@@ -466,6 +229,7 @@ async def test_whatsapp_through_twilio_gets_numbered_text_menus(
     """Twilio's WhatsApp has no interactive messages here: the menu goes out as numbered
     text, and the customer may answer with the number or the option's title."""
     twilio = FakeTwilio()
+    store.save_menu(shop_menu())
     with serve(twilio.app) as server:
         channel = twilio_channel(
             TwilioSettings(
@@ -476,33 +240,12 @@ async def test_whatsapp_through_twilio_gets_numbered_text_menus(
             ),
             ChannelName.whatsapp_twilio,
         )
-        rules = PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00")
-        delivery = DeliveryActivities({ChannelName.whatsapp_twilio: channel}, store, rules)
-        menus = MenuActivities(store)
-        settings = Settings(_env_file=None, temporal=TemporalSettings(task_queue=task_queue))
-
-        async def client() -> Any:
-            return fresh_time_env.client
-
-        store.save_menu(shop_menu())
-        graph = FakeGraph()  # unused by this channel; the rig wants one
-        async with Worker(
-            fresh_time_env.client,
-            task_queue=task_queue,
-            workflows=[MenuConversation],
-            activities=[delivery.deliver, *menus.all()],
-        ):
-            rig = Rig(
-                fresh_time_env,
-                store,
-                graph,
-                MenuRouter(settings, store, client),
-                task_queue,
-                ChannelName.whatsapp_twilio,
-            )
+        async with running_rig(
+            fresh_time_env, store, task_queue, channel, via=ChannelName.whatsapp_twilio
+        ) as rig:
 
             async def bodies(count: int) -> list[tuple[str, str]]:
-                await until(lambda: len(twilio.messages) >= count)
+                await eventually(lambda: len(twilio.messages) >= count, every=0.02)
                 assert len(twilio.messages) == count
                 return [(m["To"], m["Body"]) for m in twilio.messages]
 
@@ -517,7 +260,6 @@ async def test_whatsapp_through_twilio_gets_numbered_text_menus(
             )
             await rig.say("cactus")
             assert (await bodies(3))[2][1].startswith("Which pot size?\n1. Small pot")
-        await channel.aclose()
 
 
 async def test_fallback_reply_at_most_once_per_period(rig: Rig) -> None:
@@ -586,18 +328,6 @@ async def test_messages_queued_when_an_agent_releases_go_to_the_transcript(rig: 
     await rig.record("menu_conversation_release_queued")
 
 
-async def closing(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus | None:
-    """How the run of ``handle`` closed, once it has (in real time; None while it runs)."""
-    deadline = asyncio.get_running_loop().time() + PATIENCE
-    while True:
-        status = (await handle.describe()).status
-        if status != WorkflowExecutionStatus.RUNNING:
-            return status
-        if asyncio.get_running_loop().time() > deadline:
-            return None
-        await asyncio.sleep(0.05)
-
-
 def patches(history: WorkflowHistory) -> list[str]:
     """The ``workflow.patched`` ids a run recorded: the paths it took that old runs did not."""
     found = []
@@ -636,7 +366,7 @@ async def test_a_failed_delivery_is_noted_in_the_transcript(rig: Rig) -> None:
         return row[0] if row is not None and row[1] == "sent" else None
 
     async def report(status: str) -> None:
-        assert await until(lambda: last_sent() is not None)
+        assert await eventually(lambda: last_sent() is not None, every=0.02)
         wamid = last_sent()
         assert wamid is not None
         now = await rig.env.get_current_time()

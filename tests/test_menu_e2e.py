@@ -25,8 +25,8 @@ from store.repo import Role, Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
-from tests.test_e2e import wait_for
-from tests.test_menu_conversation import PATIENCE, POTS, PRODUCTS, WELCOME, shop_menu
+from tests.menus import POTS, PRODUCTS, WELCOME, shop_menu
+from tests.waiting import PATIENCE, wait_for
 from worker import build_activities, build_worker
 
 APP_SECRET = "menu-e2e-app-secret"
@@ -68,7 +68,7 @@ class Stack:
         assert response.status_code == 200, response.text
 
     async def sent(self, count: int, timeout: float = PATIENCE) -> list[dict[str, Any]]:
-        await wait_for(lambda: len(self.graph.sent) >= count, timeout)
+        await wait_for(lambda: len(self.graph.sent) >= count, within=timeout)
         await asyncio.sleep(0.3)  # nothing more arrives behind them
         assert len(self.graph.sent) == count, self.graph.sent
         return self.graph.sent
@@ -201,23 +201,21 @@ async def test_menu_over_the_real_webhook(stack: Stack) -> None:
 
 async def until_received(stack: Stack, conversation: str, count: int) -> None:
     """Until the running conversation has taken ``count`` customer messages."""
-    deadline = asyncio.get_running_loop().time() + PATIENCE
-    while asyncio.get_running_loop().time() < deadline:
+
+    async def received() -> bool:
         view = await stack.api.get(conversation)
-        if view.status_code == 200 and view.json()["received"] >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the conversation did not get message {count}")
+        return view.status_code == 200 and view.json()["received"] >= count
+
+    await wait_for(received, failure=f"the conversation did not get message {count}")
 
 
 async def until_ended(stack: Stack, conversation: str) -> None:
     """Until the conversation's workflow has ended (its view answers 409)."""
-    deadline = asyncio.get_running_loop().time() + PATIENCE
-    while asyncio.get_running_loop().time() < deadline:
-        if (await stack.api.get(conversation)).status_code == 409:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the released conversation did not end")
+
+    async def ended() -> bool:
+        return (await stack.api.get(conversation)).status_code == 409
+
+    await wait_for(ended, failure="the released conversation did not end")
 
 
 def message_id(payload: dict[str, Any]) -> str:
@@ -274,7 +272,7 @@ async def test_menu_over_twilio_whatsapp(stack: Stack) -> None:
     await stack.api.put("/v1/menus/main_menu", json=shop_menu().model_dump(mode="json"))
 
     async def bodies(count: int) -> list[tuple[str, str, str]]:
-        await wait_for(lambda: len(stack.twilio.messages) >= count, PATIENCE)
+        await wait_for(lambda: len(stack.twilio.messages) >= count)
         await asyncio.sleep(0.3)
         assert len(stack.twilio.messages) == count, stack.twilio.messages
         return [(m["From"], m["To"], m["Body"]) for m in stack.twilio.messages]

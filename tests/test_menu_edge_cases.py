@@ -1,7 +1,8 @@
 """MenuConversation at its edges: messages while a run ends, odd input, long answers, limits.
 
-Driven the way ``tests/test_menu_conversation.py`` drives a conversation (its ``rig``
-fixture: the router, the real send path, a fake Graph API, the time-skipping server).
+Driven the way ``tests/test_menu_conversation.py`` drives a conversation (the ``rig``
+fixture of ``tests/menu_rig.py``: the router, the real send path, a fake Graph API, the
+time-skipping server).
 """
 
 from __future__ import annotations
@@ -15,19 +16,9 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from domain.menu_checks import problems
 from domain.menu_definition import MenuDefinition
 from starter.inbound import handle_inbound
-from tests import test_menu_conversation as base
-from tests.test_menu_conversation import (
-    BUSY,
-    PATIENCE,
-    PHONE,
-    WELCOME,
-    Rig,
-    closing,
-    interactive,
-    shop_menu,
-    text,
-    until,
-)
+from tests.menu_rig import BUSY, PHONE, Rig, closing, interactive, text
+from tests.menus import WELCOME, buttons, shop_menu
+from tests.waiting import PATIENCE, eventually, first_result
 from workflows.menu_conversation import MAX_EXPIRY, MenuConversation
 from workflows.menu_payloads import (
     MenuConversationInput,
@@ -36,33 +27,27 @@ from workflows.menu_payloads import (
     MenuView,
 )
 
-# The fixtures of tests/test_menu_conversation.py, reused by name.
-rig = base.rig
-graph_url = base.graph_url
-
 
 async def sent_after(rig: Rig, count: int, seconds: float = PATIENCE) -> list[dict[str, Any]]:
     """What the fake Graph API received, once it holds ``count`` messages or time is up."""
-    await until(lambda: len(rig.graph.sent) >= count, seconds)
+    await eventually(lambda: len(rig.graph.sent) >= count, within=seconds, every=0.02)
     return list(rig.graph.sent)
 
 
 async def settled_view(rig: Rig, seconds: float = PATIENCE) -> MenuView | None:
     """The conversation's view once it has no pending message; None if it never settles
     (e.g. its workflow task keeps failing)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
+
+    async def settled() -> MenuView | None:
         try:
             found: MenuView | None = await asyncio.wait_for(
                 rig.handle().query(MenuConversation.view), timeout=5
             )
         except Exception:  # a query that fails or hangs while the workflow task fails
-            found = None
-        if found is not None and found.pending == 0:
-            return found
-        await asyncio.sleep(0.05)
-    return None
+            return None
+        return found if found is not None and found.pending == 0 else None
+
+    return await first_result(settled, within=seconds)
 
 
 def sound(raw: dict[str, Any]) -> MenuDefinition:
@@ -232,16 +217,9 @@ TICKET: dict[str, Any] = {
     "steps": {
         "ask_issue": {"message": "Please describe the problem.", "save_as": "issue", "next": "ok"},
         "ok": {
-            "message": {
-                "type": "button",
-                "body": {"text": "You wrote: {issue}\n\nShall we open a ticket?"},
-                "action": {
-                    "buttons": [
-                        {"type": "reply", "reply": {"id": "yes", "title": "Yes"}},
-                        {"type": "reply", "reply": {"id": "no", "title": "No"}},
-                    ]
-                },
-            },
+            "message": buttons(
+                "You wrote: {issue}\n\nShall we open a ticket?", ("yes", "Yes"), ("no", "No")
+            ),
             "next": {"yes": "opened", "no": "dropped"},
         },
         "opened": {"message": "Ticket opened.", "end": True},

@@ -24,9 +24,9 @@ from store.models import InboundMessage
 from store.repo import Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import free_port, serve
-from tests.test_e2e import wait_for
-from tests.test_inbound_store import age_lease
-from tests.test_menu_conversation import WELCOME, shop_menu
+from tests.menus import WELCOME, shop_menu
+from tests.routing_lease import age_lease
+from tests.waiting import wait_for
 from worker import build_activities, build_worker
 from workflows.menu_conversation import MenuConversation
 from workflows.menu_payloads import MenuMessage

@@ -22,51 +22,14 @@ from settings import get_settings
 from store.menu_file import MenuFileError, load_menu_file, read_menu_file
 from store.repo import Store
 from tests.api_rig import Api
+from tests.menus import visit_menu
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 
-def definition(name: str = "main_menu", **changes: Any) -> dict[str, Any]:
-    """A sound menu: a button menu, a question, two ends."""
-    menu: dict[str, Any] = {
-        "name": name,
-        "trigger_keywords": ["menu", "hi"],
-        "priority": 0,
-        "start": "initial",
-        "expiry": "23h",
-        "expiry_message": "This chat has closed; write menu to start again.",
-        "steps": {
-            "initial": {
-                "message": {
-                    "type": "button",
-                    "body": {"text": "Hello! How can we help?"},
-                    "action": {
-                        "buttons": [
-                            {"type": "reply", "reply": {"id": "book", "title": "Book a visit"}},
-                            {"type": "reply", "reply": {"id": "human", "title": "Talk to us"}},
-                        ]
-                    },
-                },
-                "next": {"book": "ask_day", "human": "handoff"},
-            },
-            "ask_day": {
-                "message": "Which day suits you?",
-                "save_as": "day",
-                "validate": "date",
-                "error": "Please write a date like 2026-12-01.",
-                "next": "booked",
-            },
-            "booked": {"message": "See you on {day}.", "end": True, "event": "visit_booked"},
-            "handoff": {"message": "Someone will answer soon.", "end": True, "handoff": True},
-        },
-    }
-    menu.update(changes)
-    return menu
-
-
 def handing_to(other: str, name: str = "main_menu", **changes: Any) -> dict[str, Any]:
     """The menu whose "Talk to us" button goes on to the menu ``other``."""
-    menu = definition(name, **changes)
+    menu = visit_menu(name, **changes)
     menu["steps"]["initial"]["next"]["human"] = other
     del menu["steps"]["handoff"]
     return menu
@@ -77,7 +40,7 @@ def same(got: dict[str, Any], sent: dict[str, Any]) -> bool:
 
 
 def test_the_example_definition_is_sound() -> None:
-    assert problems(MenuDefinition.model_validate(definition()), known_menus=set()) == []
+    assert problems(MenuDefinition.model_validate(visit_menu()), known_menus=set()) == []
 
 
 # -- CRUD ----------------------------------------------------------------------------------
@@ -85,24 +48,24 @@ def test_the_example_definition_is_sound() -> None:
 
 def test_create_read_replace_delete(api: Api) -> None:
     c, admin = api.client, api.admin
-    created = c.post("/v1/menus", json=definition(), headers=admin)
+    created = c.post("/v1/menus", json=visit_menu(), headers=admin)
     assert created.status_code == 201, created.text
-    assert same(created.json(), definition())
+    assert same(created.json(), visit_menu())
     assert created.json()["steps"]["ask_day"]["validate"] == "date", "aliases on the way out"
-    assert api.store.get_menu("main_menu") == MenuDefinition.model_validate(definition())
+    assert api.store.get_menu("main_menu") == MenuDefinition.model_validate(visit_menu())
 
     got = c.get("/v1/menus/main_menu", headers=admin)
-    assert got.status_code == 200 and same(got.json(), definition())
-    assert same(c.get("/v1/menus", headers=admin).json()[0], definition())
+    assert got.status_code == 200 and same(got.json(), visit_menu())
+    assert same(c.get("/v1/menus", headers=admin).json()[0], visit_menu())
 
-    changed = definition(priority=7, trigger_keywords=["start"], expiry="2h")
+    changed = visit_menu(priority=7, trigger_keywords=["start"], expiry="2h")
     replaced = c.put("/v1/menus/main_menu", json=changed, headers=admin)
     assert replaced.status_code == 200, replaced.text
     assert same(replaced.json(), changed)
     stored = api.store.get_menu("main_menu")
     assert stored is not None and stored.priority == 7 and stored.expiry == timedelta(hours=2)
 
-    unnamed = definition(priority=2)
+    unnamed = visit_menu(priority=2)
     del unnamed["name"]
     made = c.put("/v1/menus/opening_hours", json=unnamed, headers=admin)
     assert made.status_code == 201, made.text
@@ -118,7 +81,7 @@ def test_list_is_ordered_and_filtered_by_active(api: Api) -> None:
     for name, priority, active in [("b_menu", 1, True), ("a_menu", 1, False), ("top", 5, True)]:
         response = api.client.post(
             "/v1/menus",
-            json=definition(name, priority=priority, active=active),
+            json=visit_menu(name, priority=priority, active=active),
             headers=api.admin,
         )
         assert response.status_code == 201, response.text
@@ -135,8 +98,8 @@ def test_list_is_ordered_and_filtered_by_active(api: Api) -> None:
 
 
 def test_create_twice_is_409(api: Api) -> None:
-    assert api.client.post("/v1/menus", json=definition(), headers=api.admin).status_code == 201
-    again = api.client.post("/v1/menus", json=definition(priority=3), headers=api.admin)
+    assert api.client.post("/v1/menus", json=visit_menu(), headers=api.admin).status_code == 201
+    again = api.client.post("/v1/menus", json=visit_menu(priority=3), headers=api.admin)
     assert again.status_code == 409
     assert "main_menu" in again.json()["detail"] and "PUT" in again.json()["detail"]
     stored = api.store.get_menu("main_menu")
@@ -144,7 +107,7 @@ def test_create_twice_is_409(api: Api) -> None:
 
 
 def test_put_with_another_name_in_the_body_is_422(api: Api) -> None:
-    response = api.client.put("/v1/menus/main_menu", json=definition("other"), headers=api.admin)
+    response = api.client.put("/v1/menus/main_menu", json=visit_menu("other"), headers=api.admin)
     assert response.status_code == 422
     [error] = response.json()["detail"]
     assert error["loc"] == ["body", "name"]
@@ -168,7 +131,7 @@ def test_unknown_menus_are_404_naming_them(api: Api) -> None:
 
 
 def test_every_problem_comes_back_in_one_422(api: Api) -> None:
-    bad = definition(trigger_keywords=["menu", ""])
+    bad = visit_menu(trigger_keywords=["menu", ""])
     buttons = bad["steps"]["initial"]["message"]["action"]["buttons"]
     buttons[1]["reply"]["title"] = "A title far too long for a button"
     bad["steps"]["ask_day"]["next"] = "no_such_menu"
@@ -205,14 +168,14 @@ def test_next_may_name_a_stored_menu(api: Api) -> None:
     assert ["body", "steps", "initial", "next", "human"] in [
         error["loc"] for error in refused.json()["detail"]
     ]
-    support = api.client.post("/v1/menus", json=definition("support"), headers=api.admin)
+    support = api.client.post("/v1/menus", json=visit_menu("support"), headers=api.admin)
     assert support.status_code == 201, support.text
     accepted = api.client.post("/v1/menus", json=menu, headers=api.admin)
     assert accepted.status_code == 201, accepted.text
 
 
 def test_shape_errors_are_fastapis_own_422(api: Api) -> None:
-    bad = definition(colour="blue", steps={"initial": {"message": "hi", "nxt": "x"}})
+    bad = visit_menu(colour="blue", steps={"initial": {"message": "hi", "nxt": "x"}})
     del bad["start"]
     response = api.client.post("/v1/menus", json=bad, headers=api.admin)
     assert response.status_code == 422
@@ -246,7 +209,7 @@ def test_problem_paths_become_locs(path: str, loc: list[str | int]) -> None:
 
 def test_sessions_and_stats(api: Api) -> None:
     store = api.store
-    assert api.client.post("/v1/menus", json=definition(), headers=api.admin).status_code == 201
+    assert api.client.post("/v1/menus", json=visit_menu(), headers=api.admin).status_code == 201
     transcript = [
         {"at": T0.isoformat(), "direction": "in", "text": "menu", "step": "initial"},
         {"at": T0.isoformat(), "direction": "out", "text": "Hello!", "step": "initial"},
@@ -309,9 +272,9 @@ def test_sessions_and_stats(api: Api) -> None:
 
 ROUTES = [
     ("GET", "/v1/menus", None),
-    ("POST", "/v1/menus", definition()),
+    ("POST", "/v1/menus", visit_menu()),
     ("GET", "/v1/menus/main_menu", None),
-    ("PUT", "/v1/menus/main_menu", definition()),
+    ("PUT", "/v1/menus/main_menu", visit_menu()),
     ("DELETE", "/v1/menus/main_menu", None),
     ("GET", "/v1/menus/main_menu/sessions", None),
     ("GET", "/v1/menus/main_menu/stats", None),
@@ -319,7 +282,7 @@ ROUTES = [
 
 
 def test_every_route_needs_an_admin_token(api: Api) -> None:
-    api.store.save_menu(MenuDefinition.model_validate(definition(priority=4)))
+    api.store.save_menu(MenuDefinition.model_validate(visit_menu(priority=4)))
     bad = {"Authorization": "Bearer ndg_not-a-token"}
     for method, path, body in ROUTES:
         for headers in ({}, bad):
@@ -337,7 +300,7 @@ def test_every_route_needs_an_admin_token(api: Api) -> None:
 
 
 def test_yaml_and_json_files_load(any_store: Store, tmp_path: Path) -> None:
-    support = definition("support", priority=3)
+    support = visit_menu("support", priority=3)
     main = handing_to("support")  # a menu later in the same file
     yaml_file = tmp_path / "menus.yaml"
     yaml_file.write_text(yaml.safe_dump([main, support], sort_keys=False))
@@ -351,20 +314,20 @@ def test_yaml_and_json_files_load(any_store: Store, tmp_path: Path) -> None:
     json_file.write_text(json.dumps(single))
     assert load_menu_file(any_store, json_file) == ["opening"]
     yml_file = tmp_path / "more.yml"
-    yml_file.write_text(yaml.safe_dump([definition("support", priority=1)]))
+    yml_file.write_text(yaml.safe_dump([visit_menu("support", priority=1)]))
     assert load_menu_file(any_store, yml_file) == ["support"]
     assert [m.name for m in any_store.list_menus()] == ["opening", "support", "main_menu"]
     assert [d.name for d in read_menu_file(yml_file)] == ["support"]
 
 
 def test_a_bad_file_loads_nothing_and_names_every_problem(any_store: Store, tmp_path: Path) -> None:
-    sound = definition("sound")
-    unknown_target = definition("dangling")
+    sound = visit_menu("sound")
+    unknown_target = visit_menu("dangling")
     unknown_target["steps"]["ask_day"]["next"] = "nowhere"
-    no_start = definition("shapeless")
+    no_start = visit_menu("shapeless")
     del no_start["start"]
     path = tmp_path / "menus.yaml"
-    path.write_text(yaml.safe_dump([sound, unknown_target, no_start, definition("sound")]))
+    path.write_text(yaml.safe_dump([sound, unknown_target, no_start, visit_menu("sound")]))
     with pytest.raises(MenuFileError) as caught:
         load_menu_file(any_store, path)
     message = str(caught.value)
@@ -415,7 +378,7 @@ def test_serve_loads_the_menus_file_first(
     started: list[Any] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: started.append(kwargs))
     path = tmp_path / "menus.yaml"
-    path.write_text(yaml.safe_dump([definition()]))
+    path.write_text(yaml.safe_dump([visit_menu()]))
     monkeypatch.setenv("NUDGE_MENUS__FILE", str(path))
     result = CliRunner().invoke(cli.app, ["serve"])
     assert result.exit_code == 0, result.output
@@ -433,7 +396,7 @@ def test_serve_stops_on_a_bad_menus_file(
 ) -> None:
     started: list[Any] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: started.append(kwargs))
-    bad = copy.deepcopy(definition())
+    bad = copy.deepcopy(visit_menu())
     bad["start"] = "nowhere"
     path = tmp_path / "menus.json"
     path.write_text(json.dumps([bad]))

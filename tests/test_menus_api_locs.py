@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from tests.api_rig import Api
-from tests.test_menus_api import definition
+from tests.menus import visit_menu
 
 
 def test_a_problem_in_a_step_whose_name_has_a_dot_names_that_step(api: Api) -> None:
@@ -18,7 +18,7 @@ def test_a_problem_in_a_step_whose_name_has_a_dot_names_that_step(api: Api) -> N
     Right: the loc names the step as it is written: ["body", "steps", "ask.day", "message"]
     (or step names like this are refused, with their own loc).
     """
-    menu = definition()
+    menu = visit_menu()
     steps = menu["steps"]
     steps["ask.day"] = copy.deepcopy(steps.pop("ask_day"))
     steps["ask.day"]["message"] = ""  # a problem inside the step
@@ -38,7 +38,7 @@ def test_an_invalid_name_in_the_put_path_is_reported_at_the_path(api: Api) -> No
 
     Right: the problem is reported at ["path", "name"].
     """
-    menu: dict[str, Any] = definition()
+    menu: dict[str, Any] = visit_menu()
     del menu["name"]
     response = api.client.put("/v1/menus/Main%20Menu", json=menu, headers=api.admin)
     assert response.status_code == 422, response.text
