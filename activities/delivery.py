@@ -100,7 +100,7 @@ class DeliveryActivities:
         contact_id = request.contact_id
         if contact_id is None:
             contact_id = await db(self.store.contact_for, *self._address(request))
-        decision = await self.decide(request, contact_id)
+        decision = await self.decide(request, contact_id, count_cap=False)
         if decision.verdict == Verdict.wait:
             return DeliveryOutcome(
                 SendStatus.wait, not_before=decision.not_before, reason=decision.reason
@@ -142,11 +142,11 @@ class DeliveryActivities:
         Asked before a message is written: ``send``, ``suppressed`` (unsubscribed from
         marketing e-mail or opted out everywhere) or ``wait`` with the time to ask again.
         ``deliver`` decides again when the message is ready."""
-        request = DeliverRequest(
+        request = DeliverRequest(  # a helpdesk reply: the contact's e-mail opt-outs apply
             idempotency_key="",
             workflow_id="",
-            channel=ChannelName.email,
-            to=await self._contact_email(check.contact_id),
+            channel=ChannelName.reamaze,
+            to="",
             message_class=check.message_class,
             as_of=policy_now(check.as_of),
         )
@@ -184,17 +184,31 @@ class DeliveryActivities:
             )
         return PostReplyResult(status=outcome.status.value, sent_at=outcome.sent_at)
 
-    async def decide(self, request: DeliverRequest, contact_id: int | None) -> Decision:
-        """The policy's answer at ``request.as_of``. Read-only: for ``deliver`` the frequency
-        cap is settled again when the message is claimed (``_cap``)."""
+    async def decide(
+        self, request: DeliverRequest, contact_id: int | None, *, count_cap: bool = True
+    ) -> Decision:
+        """The policy's answer at ``request.as_of``, from facts read in one round trip.
+        ``deliver`` passes ``count_cap=False``: the outbox claim counts the frequency cap
+        itself, atomically, so counting it here too would only cost a query."""
         now = request.as_of or datetime.now(UTC)
-        suppression = await self._suppression(request, contact_id)
-        if suppression is not None:
-            return Decision(Verdict.suppressed, reason=f"suppressed: {suppression}")
+        marketing = request.message_class == MessageClass.marketing
+        channel, address = self._address(request)
+        facts = await db(
+            self.store.policy_facts,
+            [(channel, address)],
+            request.message_class.value,
+            contact_id=contact_id,
+            # A helpdesk reply reaches the customer by e-mail: their e-mail opt-outs apply.
+            contact_email=request.channel == ChannelName.reamaze,
+            whatsapp_address=address if request.channel in WHATSAPP_CHANNELS else None,
+            marketing_since=now - self.policy.frequency_window if marketing and count_cap else None,
+            excluding=request.idempotency_key or None,
+        )
+        if facts.suppression is not None:
+            return Decision(Verdict.suppressed, reason=f"suppressed: {facts.suppression.reason}")
         verdict = Verdict.send
         if request.channel in WHATSAPP_CHANNELS:
-            last = await db(self.store.last_inbound, "whatsapp", self._address(request)[1])
-            if not whatsapp_window_open(last, now, self.policy.whatsapp_window):
+            if not whatsapp_window_open(facts.last_inbound, now, self.policy.whatsapp_window):
                 if request.template is None:
                     return Decision(
                         Verdict.outside_whatsapp_window,
@@ -202,60 +216,26 @@ class DeliveryActivities:
                         f"{self.policy.whatsapp_window} and no approved template configured",
                     )
                 verdict = Verdict.send_template
-        if request.message_class != MessageClass.marketing:
+        if not marketing:
             return Decision(verdict)
         waits: list[tuple[datetime, str]] = []
-        zone = None
-        if contact_id is not None:
-            zone = await db(self.store.contact_timezone, contact_id)
         quiet = quiet_until(
             now,
-            zone or self.policy.default_timezone,
+            facts.timezone or self.policy.default_timezone,
             parse_clock(self.policy.quiet_hours_start),
             parse_clock(self.policy.quiet_hours_end),
         )
         if quiet is not None:
             waits.append((quiet, "quiet hours"))
-        since = now - self.policy.frequency_window
-        sent: list[datetime] = []
-        if contact_id is not None:
-            sent = await db(
-                self.store.marketing_sent_since,
-                contact_id,
-                since,
-                excluding=request.idempotency_key or None,
-            )
-        capped = frequency_until(sent, now, self.policy.frequency_cap, self.policy.frequency_window)
+        capped = frequency_until(
+            facts.marketing_times, now, self.policy.frequency_cap, self.policy.frequency_window
+        )
         if capped is not None:
             waits.append((capped, "frequency cap"))
         if waits:
             until, why = max(waits)
             return Decision(Verdict.wait, not_before=until, reason=why)
         return Decision(verdict)
-
-    async def _suppression(self, request: DeliverRequest, contact_id: int | None) -> str | None:
-        """Why the message must not go (an opt-out of its address), or None. A helpdesk reply
-        reaches the customer by e-mail, so their e-mail address's opt-outs apply to it too."""
-        addresses = [self._address(request)]
-        if request.channel == ChannelName.reamaze and contact_id is not None:
-            email = await self._contact_email(contact_id)
-            if email:
-                addresses.append(("email", normalize_address("email", email)))
-        for channel, address in addresses:
-            if not address:
-                continue
-            found = await db(
-                self.store.suppression_for, channel, address, request.message_class.value
-            )
-            if found is not None:
-                return found.reason
-        return None
-
-    async def _contact_email(self, contact_id: int | None) -> str:
-        if contact_id is None:
-            return ""
-        contact = await db(self.store.get_contact, contact_id)
-        return (contact.email or "") if contact is not None else ""
 
     def _cap(self, request: DeliverRequest, contact_id: int | None) -> FrequencyCap | None:
         """The frequency cap for the claim, or None when it does not apply."""

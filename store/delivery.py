@@ -6,11 +6,11 @@ A mixin of ``Store`` (one object is injected everywhere); kept apart so each fil
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -67,6 +67,19 @@ class SuppressionRow:
     reason: str
     source: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class PolicyFacts:
+    """What the contact policy judges a message by, read in one transaction."""
+
+    suppression: SuppressionRow | None
+    """The first opt-out that applies to one of the message's addresses, if any."""
+    last_inbound: datetime | None
+    """The contact's last WhatsApp message to us (asked for WhatsApp sends only)."""
+    timezone: str | None
+    marketing_times: list[datetime] = field(default_factory=list)
+    """The contact's marketing messages in the frequency window (when asked for)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,58 @@ class DeliveryStore:
             query = query.where(Suppression.address == address)
         with self.sessions() as session:
             return [_suppression(row) for row in session.scalars(query)]
+
+    def policy_facts(
+        self,
+        addresses: list[tuple[str, str]],
+        message_class: str,
+        *,
+        contact_id: int | None = None,
+        contact_email: bool = False,
+        whatsapp_address: str | None = None,
+        marketing_since: datetime | None = None,
+        excluding: str | None = None,
+    ) -> PolicyFacts:
+        """Everything one send is judged by, in one round trip to the database (the send path
+        asks this for every message). ``contact_email`` adds the contact's e-mail address to
+        the ``(channel, address)`` pairs whose opt-outs apply; ``whatsapp_address`` asks for
+        the last inbound WhatsApp message; ``marketing_since`` for the frequency cap's
+        count, ``excluding`` one idempotency key from it."""
+        scopes = ["all", "marketing"] if message_class == "marketing" else ["all"]
+        with self.sessions() as session:
+            email, zone = None, None
+            if contact_id is not None:
+                found = session.execute(
+                    select(Contact.email, Contact.timezone).where(Contact.id == contact_id)
+                ).first()
+                if found is not None:
+                    email, zone = found
+            pairs = [pair for pair in addresses if pair[1]]
+            if contact_email and email:
+                pairs.append(("email", email.strip().lower()))
+            suppression = None
+            if pairs:
+                row = session.scalar(
+                    select(Suppression)
+                    .where(
+                        tuple_(Suppression.channel, Suppression.address).in_(pairs),
+                        Suppression.scope.in_(scopes),
+                    )
+                    .limit(1)
+                )
+                suppression = None if row is None else _suppression(row)
+            last_inbound = None
+            if whatsapp_address is not None:
+                last_inbound = session.scalar(
+                    select(ContactChannel.last_inbound_at).where(
+                        ContactChannel.channel == "whatsapp",
+                        ContactChannel.address == whatsapp_address,
+                    )
+                )
+            times: list[datetime] = []
+            if contact_id is not None and marketing_since is not None:
+                times = marketing_times(session, contact_id, marketing_since, excluding=excluding)
+            return PolicyFacts(suppression, last_inbound, zone, times)
 
     def contact_timezone(self, contact_id: int) -> str | None:
         with self.sessions() as session:

@@ -33,7 +33,7 @@ from tests.menus import POTS, PRODUCTS, WELCOME, shop_menu
 from tests.waiting import eventually
 from worker import twilio_channel
 from workflows.menu_conversation import QUEUE_BEFORE_RELEASE, MenuConversation
-from workflows.menu_payloads import MenuConversationInput, MenuMessage
+from workflows.menu_payloads import MenuConversationInput, MenuConversationResult, MenuMessage
 
 
 async def test_three_level_menu_with_question_and_validation(rig: Rig) -> None:
@@ -306,8 +306,8 @@ async def test_messages_queued_when_an_agent_releases_go_to_the_transcript(rig: 
     assert await rig.say("hello, is anyone there?") == "trigger:main_menu"
     await rig.handle().signal(MenuConversation.release)
 
-    run = rig.env.client.get_workflow_handle_for(
-        MenuConversation.run, rig.workflow_id, run_id=first_run
+    run = rig.env.client.get_workflow_handle(
+        rig.workflow_id, run_id=first_run, result_type=MenuConversationResult
     )
     closed = await closing(run)
     assert closed == WorkflowExecutionStatus.COMPLETED, "the message was routed afresh"

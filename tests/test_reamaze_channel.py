@@ -72,7 +72,7 @@ def server(fake: FakeReamaze) -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-async def rig(fake: FakeReamaze, server: RunningServer, store: Store) -> AsyncIterator[Rig]:
+async def rig(fake: FakeReamaze, server: RunningServer, any_store: Store) -> AsyncIterator[Rig]:
     settings = ReamazeSettings(
         base_url=server.url,
         login_email=fake.login_email,
@@ -80,7 +80,7 @@ async def rig(fake: FakeReamaze, server: RunningServer, store: Store) -> AsyncIt
         timeout=timedelta(seconds=5),
     )
     client = reamaze_client(settings)
-    yield Rig(fake, client, store)
+    yield Rig(fake, client, any_store)
     await client.aclose()
 
 
