@@ -39,7 +39,7 @@ from integrations.channels import (
 from integrations.errors import NotFound, ProviderError, Rejected, RetryLater
 from settings import PolicySettings
 from store.delivery import FrequencyCap, FrequencyCapped
-from store.repo import OutboxRow, Store
+from store.repo import Store
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,6 @@ class PostReplyInput:
 class PostReplyResult:
     status: str
     sent_at: datetime | None
-    already_done: bool = False
 
 
 class DeliveryActivities:
@@ -265,7 +264,7 @@ class DeliveryActivities:
         assert row is not None
         channel = self.channels.get(request.channel)
         if row.status == OutboxStatus.sending and isinstance(channel, Reconcilable):
-            found = await self._reconcile(channel, request, row)
+            found = await self._reconcile(channel, request)
             if found is not None:
                 return found
         started = row.updated_at
@@ -303,7 +302,7 @@ class DeliveryActivities:
         raise ApplicationError(f"outbox row {key} was released meanwhile", type="RetryLater")
 
     async def _reconcile(
-        self, channel: Reconcilable, request: DeliverRequest, row: OutboxRow
+        self, channel: Reconcilable, request: DeliverRequest
     ) -> DeliveryOutcome | None:
         """The outcome when the provider has the message (it is then marked sent), else None."""
         message = self._message(request, use_template=False)
@@ -319,7 +318,7 @@ class DeliveryActivities:
             OutboxStatus.sent,
             provider_message_id=receipt.provider_message_id,
         )
-        log.info("outbox row %s was at the provider already: marked sent", row.idempotency_key)
+        log.info("outbox row %s was at the provider already: marked sent", request.idempotency_key)
         return DeliveryOutcome(
             SendStatus(marked.status.value),
             provider_message_id=receipt.provider_message_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Collection
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -18,12 +18,12 @@ from pydantic import BaseModel, Field
 from dependencies import AdminToken, StoreDep
 from domain.menu_checks import problems
 from domain.menu_definition import NAME, MenuDefinition
+from domain.status import SESSION_STATUSES, MenuStatus
 from store.menus import MenuSessionView
 from store.repo import Store
 
 router = APIRouter(prefix="/v1/menus", tags=["menus"])
 
-SessionStatus = Literal["active", "completed", "expired", "handed_off", "cancelled", "moved"]
 _PATH_PART = re.compile(r"\[(\d+)\]|\[[\"']([^\"']*)[\"']\]|([^.\[\]]+)")
 
 
@@ -124,12 +124,28 @@ async def list_sessions(
     name: str,
     _: AdminToken,
     store: StoreDep,
-    status_: Annotated[SessionStatus | None, Query(alias="status")] = None,
+    status_: Annotated[MenuStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[Any]:
     """Newest first, with what each customer answered (context) and the whole transcript."""
+    if status_ is not None and status_ not in SESSION_STATUSES:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["query", "status"],
+                    "msg": f"a session is never {status_.value!r}; it is one of "
+                    + ", ".join(s.value for s in SESSION_STATUSES),
+                    "type": "enum",
+                }
+            ]
+        )
     await _menu(store, name)
-    sessions = await asyncio.to_thread(store.list_menu_sessions, name, status=status_, limit=limit)
+    sessions = await asyncio.to_thread(
+        store.list_menu_sessions,
+        name,
+        status=status_.value if status_ else None,
+        limit=limit,
+    )
     return [session.__dict__ for session in sessions]
 
 

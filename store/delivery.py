@@ -199,21 +199,6 @@ class DeliveryStore:
                 times = marketing_times(session, contact_id, marketing_since, excluding=excluding)
             return PolicyFacts(suppression, last_inbound, zone, times)
 
-    def contact_timezone(self, contact_id: int) -> str | None:
-        with self.sessions() as session:
-            return session.scalar(select(Contact.timezone).where(Contact.id == contact_id))
-
-    # --- frequency cap ----------------------------------------------------------------
-
-    def marketing_sent_since(
-        self, contact_id: int, since: datetime, *, excluding: str | None = None
-    ) -> list[datetime]:
-        """Times of the contact's marketing messages since ``since``, on any channel: sent
-        ones by when they were sent, claimed ones not sent yet by when they were claimed.
-        ``excluding`` leaves out one idempotency key (the message being decided)."""
-        with self.sessions() as session:
-            return marketing_times(session, contact_id, since, excluding=excluding)
-
     # --- delivery statuses ------------------------------------------------------------
 
     def record_status(
@@ -340,7 +325,7 @@ def lock_contact(session: Session, contact_id: int) -> None:
 def marketing_times(
     session: Session, contact_id: int, since: datetime, *, excluding: str | None = None
 ) -> list[datetime]:
-    """See ``DeliveryStore.marketing_sent_since``. A row whose send is unknown (the worker
+    """See ``DeliveryStore.policy_facts``. A row whose send is unknown (the worker
     stopped mid-call) may have reached the customer: it counts from its claim."""
     at = func.coalesce(OutboxMessage.sent_at, OutboxMessage.created_at)
     query = select(at).where(

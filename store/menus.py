@@ -15,13 +15,12 @@ from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.menu_definition import MenuDefinition
+from domain.status import SESSION_STATUSES, MenuStatus
 from store.db import retrying_conflicts
 from store.models import BusinessEvent, FallbackReply, Menu, MenuSession
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
-
-SESSION_STATUSES = ("active", "completed", "expired", "handed_off", "cancelled", "moved")
 
 
 @dataclass(frozen=True)
@@ -163,9 +162,9 @@ class MenuStore:
         transcript when the conversation finally ends.
 
         When the start was never recorded, the row is made here from what the session id
-        says (``menu:{channel}:{address}:{run_id}``); its menu is then unknown (empty).
+        says (``menu:{channel}:{address}:{id of the message that began it}``); its menu is then unknown (empty).
         """
-        if status not in SESSION_STATUSES or status == "active":
+        if status not in SESSION_STATUSES or status == MenuStatus.active:
             raise ValueError(f"status: {status!r} is not an ending of a menu session")
 
         def end(session: Session) -> None:

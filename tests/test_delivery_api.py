@@ -198,7 +198,8 @@ def test_put_contact_sets_fields_and_replaces_lists(api: Api) -> None:
     )
     assert sorted(updated["device_tokens"]) == ["fcm-token-1", "fcm-token-2"]
     assert api.client.get(url, headers=api.user).json() == updated, "it was stored"
-    assert store.contact_timezone(contact) == "Europe/Paris"
+    found = store.get_contact(contact)
+    assert found is not None and found.timezone == "Europe/Paris"
 
     tokens = put({"device_tokens": ["fcm-token-3"]})
     assert tokens["device_tokens"] == ["fcm-token-3"]

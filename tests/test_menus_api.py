@@ -253,6 +253,11 @@ def test_sessions_and_stats(api: Api) -> None:
     for params in ({"limit": 0}, {"limit": 1001}, {"status": "lost"}):
         response = api.client.get("/v1/menus/main_menu/sessions", params=params, headers=api.admin)
         assert response.status_code == 422, params
+    ended_no_session = api.client.get(
+        "/v1/menus/main_menu/sessions", params={"status": "fallback"}, headers=api.admin
+    )
+    assert ended_no_session.status_code == 422
+    assert ended_no_session.json()["detail"][0]["loc"] == ["query", "status"]
 
     stats = api.client.get("/v1/menus/main_menu/stats", headers=api.admin)
     assert stats.status_code == 200, stats.text
