@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/followups.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/menus.py
+	$(BIN)/python bench/menu_checks.py
 
 clean:
 	rm -rf $(VENV) .nudge .mypy_cache .pytest_cache .ruff_cache

@@ -9,17 +9,15 @@ interactive messages, where a media header has nothing to show.
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from datetime import timedelta
 from typing import Any
 
-from domain import whatsapp
+from domain import limits, whatsapp
 from domain.menu_definition import (
     BUILTIN_VALIDATORS,
     MAX_EXPIRY,
-    MAX_PATTERN,
     NAME,
     MenuDefinition,
     MenuStep,
@@ -29,6 +27,7 @@ from domain.menu_definition import (
     as_list,
 )
 from domain.text import placeholders
+from domain.user_patterns import pattern_problem
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 EVENT = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -56,7 +55,8 @@ def _definition_problems(definition: MenuDefinition) -> list[Problem]:
         found.append(
             Problem(
                 "name",
-                f"{definition.name!r} is not a valid menu name: use 1 to 64 lowercase letters, "
+                f"{definition.name!r} is not a valid menu name: use 1 to {limits.MENU_NAME} "
+                "lowercase letters, "
                 "digits, '_' or '-', starting with a letter or digit",
             )
         )
@@ -79,6 +79,14 @@ def _definition_problems(definition: MenuDefinition) -> list[Problem]:
                 "24h (e.g. 23h) or remove expiry_message",
             )
         )
+    found += [
+        Problem(
+            f"steps.{name}",
+            f"the step name is {len(name)} characters; at most {limits.STEP_NAME}",
+        )
+        for name in definition.steps
+        if len(name) > limits.STEP_NAME
+    ]
     if not definition.steps:
         found.append(Problem("steps", "a menu needs at least one step"))
     elif definition.start not in definition.steps:
@@ -95,11 +103,26 @@ def _definition_problems(definition: MenuDefinition) -> list[Problem]:
 def _keyword_problems(keywords: list[str]) -> list[Problem]:
     """Blank keywords never match; a repeated one (ignoring case) is an editing slip."""
     found: list[Problem] = []
+    if len(keywords) > limits.MAX_TRIGGER_KEYWORDS:
+        found.append(
+            Problem(
+                "trigger_keywords",
+                f"{len(keywords)} trigger keywords; at most {limits.MAX_TRIGGER_KEYWORDS}",
+            )
+        )
     first: dict[str, int] = {}
     for index, keyword in enumerate(keywords):
         path = f"trigger_keywords[{index}]"
         folded = keyword.strip().casefold()
-        if not folded:
+        if len(keyword) > limits.TRIGGER_KEYWORD:
+            found.append(
+                Problem(
+                    path,
+                    f"trigger keyword is {len(keyword)} characters; at most "
+                    f"{limits.TRIGGER_KEYWORD}",
+                )
+            )
+        elif not folded:
             found.append(Problem(path, "trigger keyword is empty"))
         elif folded in first:
             found.append(
@@ -466,18 +489,18 @@ def _reachable(definition: MenuDefinition) -> list[str]:
     """Steps reachable from ``start``, in the order a depth-first walk meets them."""
     if definition.start not in definition.steps:
         return []
-    seen = [definition.start]
+    seen = {definition.start: None}  # a dict keeps the walk's order, a set's lookups
     pending = [definition.start]
     while pending:
         for target in _successors(definition, pending.pop()):
             if target not in seen:
-                seen.append(target)
+                seen[target] = None
                 pending.append(target)
-    return seen
+    return list(seen)
 
 
 def _unreachable_problems(definition: MenuDefinition) -> list[Problem]:
-    reachable = _reachable(definition)
+    reachable = set(_reachable(definition))
     if not reachable:
         return []  # no valid start: already reported, every step would be noise
     return [
@@ -552,64 +575,8 @@ def _validator_problems(path: str, validator: Validator) -> list[Problem]:
 def _regex_problems(path: str, validator: dict[str, str]) -> list[Problem]:
     if set(validator) != {"regex"}:
         return [Problem(path, f"write a pattern check as {{regex: <pattern>}}, not {validator!r}")]
-    pattern = validator["regex"]
-    if not pattern:
-        return [Problem(f"{path}.regex", "the pattern is empty")]
-    if len(pattern) > MAX_PATTERN:
-        return [
-            Problem(
-                f"{path}.regex",
-                f"the pattern is {len(pattern)} characters; at most {MAX_PATTERN} (it checks one "
-                "answer: split a longer check into questions, or use a list of answers)",
-            )
-        ]
-    try:
-        re.compile(pattern)
-    except re.error as error:
-        return [Problem(f"{path}.regex", f"the pattern {pattern!r} is not valid: {error}")]
-    if _nested_repeat(pattern):
-        return [
-            Problem(
-                f"{path}.regex",
-                f"the pattern {pattern!r} repeats a group that itself repeats (like (a+)+): "
-                "such a pattern can take minutes on one unlucky answer; repeat only the inner "
-                "part, e.g. [A-Za-z ]+ instead of ([A-Za-z]+ ?)+",
-            )
-        ]
-    return []
-
-
-def _nested_repeat(pattern: str) -> bool:
-    """True when an unbounded repeat holds another unbounded repeat: the shape behind
-    catastrophic backtracking, which Python's ``re`` cannot time out. Answers are checked in
-    the workflow, where a stuck check would stall every message of the conversation."""
-    # The parse tree ``re`` itself compiles from (private modules, hence not typed).
-    _parser: Any = importlib.import_module("re._parser")
-    _constants: Any = importlib.import_module("re._constants")
-
-    unbounded = (_constants.MAX_REPEAT, _constants.MIN_REPEAT)
-
-    def walk(items: Any, inside: bool) -> bool:
-        for op, argument in items:
-            if op in unbounded:
-                _, high, body = argument
-                repeats = high == _constants.MAXREPEAT
-                if repeats and inside:
-                    return True
-                if walk(body, inside or repeats):
-                    return True
-            elif op == _constants.SUBPATTERN:
-                if walk(argument[-1], inside):
-                    return True
-            elif op == _constants.BRANCH:
-                if any(walk(branch, inside) for branch in argument[1]):
-                    return True
-            elif op in (_constants.ASSERT, _constants.ASSERT_NOT):
-                if walk(argument[1], inside):
-                    return True
-        return False
-
-    return walk(_parser.parse(pattern), False)
+    problem = pattern_problem(validator["regex"])
+    return [] if problem is None else [Problem(f"{path}.regex", problem)]
 
 
 def _end_problems(path: str, step: MenuStep) -> list[Problem]:
@@ -624,6 +591,13 @@ def _end_problems(path: str, step: MenuStep) -> list[Problem]:
             )
         if not step.event:
             found.append(Problem(f"{path}.event", "event name is empty; remove event or name it"))
+        elif len(step.event) > limits.EVENT_NAME:
+            found.append(
+                Problem(
+                    f"{path}.event",
+                    f"event name is {len(step.event)} characters; at most {limits.EVENT_NAME}",
+                )
+            )
         elif not EVENT.fullmatch(step.event):
             found.append(
                 Problem(
@@ -644,27 +618,43 @@ def _saves(step: MenuStep) -> frozenset[str]:
 
 
 def saved_before(definition: MenuDefinition) -> dict[str, frozenset[str]]:
-    """For each step reachable from ``start``: the names saved on EVERY path that reaches it.
+    """For each step reachable from ``start``: the names saved on EVERY path that reaches it."""
+    bits, before = _saved_masks(definition)
+    return {
+        step: frozenset(name for name, bit in bits.items() if known & bit)
+        for step, known in before.items()
+    }
+
+
+def _saved_masks(definition: MenuDefinition) -> tuple[dict[str, int], dict[str, int]]:
+    """``saved_before`` as bit masks (one bit per saved name, ``bits``), for every step.
 
     A must-analysis (greatest fixpoint) over the step graph, which may have cycles: each
     step starts with every name, ``start`` with none (a conversation begins, and restarts,
-    with nothing saved), and a step keeps only what all of its predecessors pass on.
+    with nothing saved), and a step keeps only what all of its predecessors pass on. Masks,
+    not sets: each visit intersects sets as large as the menu, which made a 4,000-question
+    menu take seconds to check.
     """
+    bits: dict[str, int] = {}
+    for step in definition.steps.values():
+        for name in _saves(step):
+            bits.setdefault(name, 1 << len(bits))
     reachable = _reachable(definition)
-    everything = frozenset().union(*(_saves(s) for s in definition.steps.values()))
-    before = {name: everything for name in reachable}
+    before = dict.fromkeys(reachable, (1 << len(bits)) - 1)
     if reachable:
-        before[definition.start] = frozenset()
+        before[definition.start] = 0
     pending = list(reachable)
     while pending:
         name = pending.pop()
-        after = before[name] | _saves(definition.steps[name])
+        after = before[name]
+        for saved in _saves(definition.steps[name]):
+            after |= bits[saved]
         for target in _successors(definition, name):
-            narrowed = frozenset() if target == definition.start else before[target] & after
+            narrowed = 0 if target == definition.start else before[target] & after
             if narrowed != before[target]:
                 before[target] = narrowed
                 pending.append(target)
-    return before
+    return bits, before
 
 
 def _texts(path: str, step: MenuStep) -> Iterator[tuple[str, str]]:
@@ -679,14 +669,14 @@ def _texts(path: str, step: MenuStep) -> Iterator[tuple[str, str]]:
 
 
 def _placeholder_problems(definition: MenuDefinition) -> list[Problem]:
-    everything = frozenset().union(*(_saves(s) for s in definition.steps.values()))
+    bits, before = _saved_masks(definition)
     found: list[Problem] = []
-    for name, known in saved_before(definition).items():
+    for name, known in before.items():
         for path, text in _texts(f"steps.{name}", definition.steps[name]):
             found += [
-                _unknown_placeholder(path, placeholder, everything)
+                _unknown_placeholder(path, placeholder, bits)
                 for placeholder in placeholders(text)
-                if placeholder not in known
+                if not known & bits.get(placeholder, 0)
             ]
     found += [
         Problem(
@@ -699,7 +689,7 @@ def _placeholder_problems(definition: MenuDefinition) -> list[Problem]:
     return found
 
 
-def _unknown_placeholder(path: str, placeholder: str, everything: frozenset[str]) -> Problem:
+def _unknown_placeholder(path: str, placeholder: str, everything: Container[str]) -> Problem:
     if placeholder in everything:
         return Problem(
             path,

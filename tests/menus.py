@@ -112,3 +112,19 @@ def visit_menu(name: str = "main_menu", **changes: Any) -> dict[str, Any]:
     }
     menu.update(changes)
     return menu
+
+
+def question_chain(questions: int) -> dict[str, Any]:
+    """A sound menu of ``questions`` questions in a row, each message naming the answer
+    before it: every step adds a saved name, the worst case for ``saved_before``."""
+    steps: dict[str, Any] = {
+        f"q{i}": {
+            "message": f"{{a{i - 1}}}, and?" if i else "First?",
+            "save_as": f"a{i}",
+            "validate": {"regex": r"\d{1,5}"},
+            "next": f"q{i + 1}",
+        }
+        for i in range(questions)
+    }
+    steps[f"q{questions}"] = {"message": "Thanks, {a0}.", "end": True}
+    return {"name": "chain", "start": "q0", "steps": steps}
