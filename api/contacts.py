@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field, field_validator
+from fastapi import APIRouter, HTTPException, Path, Query, status
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 from sqlalchemy.exc import IntegrityError
 
 from dependencies import AdminToken, StoreDep, UserToken
+from domain import limits
 from domain.addresses import address_channel, normalize_address
 from domain.channels import ChannelName
 
@@ -30,16 +31,25 @@ class ContactOut(BaseModel):
     created_at: datetime
 
 
+Address = Annotated[str, StringConstraints(max_length=limits.ADDRESS)]
+DeviceToken = Annotated[str, StringConstraints(max_length=limits.DEVICE_TOKEN)]
+ContactId = Annotated[int, Path(ge=1, le=limits.RECORD_ID)]
+
+
 class ContactUpdate(BaseModel):
-    name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Paris")
-    locale: str | None = Field(default=None, max_length=20)
-    channels: dict[ChannelName, str] | None = Field(
+    name: str | None = Field(default=None, max_length=limits.CONTACT_NAME)
+    email: str | None = Field(default=None, max_length=limits.ADDRESS)
+    phone: str | None = Field(default=None, max_length=limits.ADDRESS)
+    timezone: str | None = Field(
+        default=None, max_length=limits.TIMEZONE, description="IANA zone, e.g. Europe/Paris"
+    )
+    locale: str | None = Field(default=None, max_length=limits.LOCALE)
+    channels: dict[ChannelName, Address] | None = Field(
         default=None, description="channel -> address; replaces the contact's addresses"
     )
-    device_tokens: list[str] | None = Field(default=None, description="replaces the FCM tokens")
+    device_tokens: list[DeviceToken] | None = Field(
+        default=None, max_length=limits.MAX_DEVICE_TOKENS, description="replaces the FCM tokens"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -58,7 +68,7 @@ async def list_contacts(
     store: StoreDep,
     q: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
 ) -> list[Any]:
     return [
         c.__dict__
@@ -67,7 +77,7 @@ async def list_contacts(
 
 
 @router.get("/contacts/{contact_id}", response_model=ContactOut)
-async def get_contact(contact_id: int, _: UserToken, store: StoreDep) -> Any:
+async def get_contact(contact_id: ContactId, _: UserToken, store: StoreDep) -> Any:
     contact = await asyncio.to_thread(store.get_contact, contact_id)
     if contact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"contact_id: no contact {contact_id}")
@@ -76,7 +86,7 @@ async def get_contact(contact_id: int, _: UserToken, store: StoreDep) -> Any:
 
 @router.put("/contacts/{contact_id}", response_model=ContactOut)
 async def update_contact(
-    contact_id: int, body: ContactUpdate, _: AdminToken, store: StoreDep
+    contact_id: ContactId, body: ContactUpdate, _: AdminToken, store: StoreDep
 ) -> Any:
     fields = body.model_dump(exclude_unset=True, exclude={"channels", "device_tokens"})
     channels = (

@@ -2,7 +2,8 @@
 
 A conversation that reached a ``handoff: true`` end step stays quiet (a person is answering)
 until an agent releases it here, or until its inactivity expiry. Ids are the workflow ids,
-``menu:{channel}:{phone}``, as the Temporal Web UI shows them.
+``menu:{channel}:{contact id}``, as the Temporal Web UI shows them (conversations begun before
+ids named the contact: ``menu:{channel}:{phone}``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ async def _view(handle: WorkflowHandle[Any, Any], workflow_id: str) -> MenuView:
     if not workflow_id.startswith("menu:"):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "workflow_id: a menu conversation id looks like menu:whatsapp:+15551234567",
+            "workflow_id: a menu conversation id looks like menu:whatsapp:42",
         )
     try:
         description = await handle.describe()

@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserToken
+from domain import limits, whatsapp
 from domain.channels import ChannelName, MessageClass, Template
 from domain.delivery import DeliverRequest
 from domain.status import OutboxStatus
@@ -21,26 +22,39 @@ from workflows.send_message import SendMessage, start_options, workflow_id_for
 router = APIRouter(prefix="/v1", tags=["messages"])
 
 
+KeyName = Annotated[str, StringConstraints(max_length=limits.KEY_NAME)]
+Variable = Annotated[str, StringConstraints(max_length=limits.TEMPLATE_VARIABLE)]
+PushData = Annotated[str, StringConstraints(max_length=limits.PUSH_DATA)]
+
+
 class TemplateIn(BaseModel):
-    name: str = ""
-    language: str = "en"
-    components: list[dict[str, Any]] = Field(default_factory=list)
-    content_sid: str = ""
-    variables: dict[str, str] = Field(default_factory=dict)
+    name: str = Field(default="", max_length=limits.TEMPLATE_NAME)
+    language: str = Field(default="en", max_length=limits.LOCALE)
+    components: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=limits.MAX_TEMPLATE_COMPONENTS
+    )
+    content_sid: str = Field(default="", max_length=limits.TWILIO_SID)
+    variables: dict[KeyName, Variable] = Field(
+        default_factory=dict, max_length=limits.MAX_TEMPLATE_VARIABLES
+    )
 
 
 class MessageIn(BaseModel):
     channel: ChannelName
-    to: str = Field(min_length=1, max_length=512)
-    text: str = Field(default="", max_length=4096)
-    subject: str = Field(default="", max_length=255)
-    html: str = ""
+    to: str = Field(min_length=1, max_length=limits.ADDRESS)
+    text: str = Field(default="", max_length=whatsapp.TEXT)
+    subject: str = Field(default="", max_length=limits.SUBJECT)
+    html: str = Field(default="", max_length=limits.HTML)
     template: TemplateIn | None = None
     interactive: dict[str, Any] | None = None
-    data: dict[str, str] = Field(default_factory=dict)
+    data: dict[KeyName, PushData] = Field(
+        default_factory=dict, max_length=limits.MAX_PUSH_DATA_KEYS
+    )
     message_class: MessageClass = MessageClass.transactional
     key: str | None = Field(
-        default=None, max_length=120, description="idempotency key; a repeat is refused"
+        default=None,
+        max_length=limits.MESSAGE_KEY,
+        description="idempotency key; a repeat is refused",
     )
 
     @model_validator(mode="after")
@@ -111,13 +125,13 @@ class OutboxOut(BaseModel):
 async def list_outbox(
     _: UserToken,
     store: StoreDep,
-    contact: int | None = None,
+    contact: Annotated[int | None, Query(ge=1, le=limits.RECORD_ID)] = None,
     channel: ChannelName | None = None,
     status_: Annotated[OutboxStatus | None, Query(alias="status")] = None,
     class_: Annotated[MessageClass | None, Query(alias="class")] = None,
     workflow_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
 ) -> list[Any]:
     rows = await asyncio.to_thread(
         store.list_outbox,

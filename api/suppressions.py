@@ -10,8 +10,10 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from dependencies import AdminToken, StoreDep, UserToken
+from domain import limits
 from domain.addresses import address_channel, normalize_address
 from domain.channels import ChannelName
+from domain.policy import OptOutSource
 
 router = APIRouter(prefix="/v1", tags=["suppressions"])
 
@@ -20,9 +22,9 @@ Scope = Literal["all", "marketing"]
 
 class SuppressionIn(BaseModel):
     channel: ChannelName
-    address: str = Field(min_length=1, max_length=320)
+    address: str = Field(min_length=1, max_length=limits.ADDRESS)
     scope: Scope = "all"
-    reason: str = Field(default="added by an operator", max_length=255)
+    reason: str = Field(default="added by an operator", max_length=limits.SUPPRESSION_REASON)
 
 
 class SuppressionOut(BaseModel):
@@ -30,7 +32,8 @@ class SuppressionOut(BaseModel):
     address: str
     scope: str
     reason: str
-    source: str
+    source: OptOutSource
+    """What created it: a contact's START lifts only ``keyword`` and ``provider_block``."""
     created_at: datetime
 
 
@@ -63,10 +66,12 @@ async def add_suppression(body: SuppressionIn, _: AdminToken, store: StoreDep) -
         address,
         scope=body.scope,
         reason=body.reason,
-        source="api",
+        source=OptOutSource.operator,
     )
     found = await asyncio.to_thread(store.list_suppressions, channel=channel, address=address)
-    return next(row for row in found if row.scope == body.scope).__dict__
+    return next(
+        row for row in found if (row.scope, row.source) == (body.scope, OptOutSource.operator)
+    ).__dict__
 
 
 @router.delete("/suppressions", status_code=status.HTTP_204_NO_CONTENT)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from domain import limits
 from domain.durations import parse_duration
 
 DEFAULT_EXPIRY = timedelta(hours=24)
@@ -30,7 +31,7 @@ they are kept to what a field check needs (see also ``MAX_CHECKED_ANSWER``)."""
 MAX_CHECKED_ANSWER = 1000
 """An answer longer than this fails a ``regex`` check without running the pattern: the time a
 backtracking pattern takes grows with the answer, and a blocked workflow task is retried."""
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+NAME = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{limits.MENU_NAME - 1}}}")
 BUILTIN_VALIDATORS = ("number", "email", "phone", "date")
 Validator = Literal["number", "email", "phone", "date"] | list[str] | dict[str, str]
 """A built-in check, a list of accepted answers (one of), or ``{"regex": "..."}``."""

@@ -19,6 +19,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from domain import limits
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -54,15 +56,15 @@ class Contact(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    source: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(limits.CHANNEL))
     """Where the contact came from (``reamaze``, ``whatsapp`` ...)."""
-    external_id: Mapped[str] = mapped_column(String(255))
-    name: Mapped[str | None] = mapped_column(String(255))
-    email: Mapped[str | None] = mapped_column(String(320), index=True)
-    phone: Mapped[str | None] = mapped_column(String(40), index=True)
-    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    external_id: Mapped[str] = mapped_column(String(limits.ADDRESS))
+    name: Mapped[str | None] = mapped_column(String(limits.CONTACT_NAME))
+    email: Mapped[str | None] = mapped_column(String(limits.ADDRESS), index=True)
+    phone: Mapped[str | None] = mapped_column(String(limits.ADDRESS), index=True)
+    timezone: Mapped[str | None] = mapped_column(String(limits.TIMEZONE), nullable=True)
     """IANA zone (``Europe/Paris``); quiet hours are in the contact's own time."""
-    locale: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    locale: Mapped[str | None] = mapped_column(String(limits.LOCALE), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -74,12 +76,13 @@ class FollowUp(Base):
     __table_args__ = (UniqueConstraint("workflow_id", "run_id", name="uq_followups_run"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    workflow_id: Mapped[str] = mapped_column(String(255), index=True)
-    run_id: Mapped[str] = mapped_column(String(64))
-    helpdesk: Mapped[str] = mapped_column(String(40))
-    conversation: Mapped[str] = mapped_column(String(255), index=True)
+    workflow_id: Mapped[str] = mapped_column(String(limits.WORKFLOW_ID), index=True)
+    run_id: Mapped[str] = mapped_column(String(limits.RUN_ID))
+    helpdesk: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    conversation: Mapped[str] = mapped_column(String(limits.WORKFLOW_ID), index=True)
+    """A slug (``limits.CONVERSATION_SLUG``), kept as long as the workflow id it is part of."""
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), nullable=True)
-    status: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(limits.FOLLOWUP_STATUS), index=True)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     fallback_used: Mapped[bool] = mapped_column(Boolean, default=False)
     tag_removed: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -94,15 +97,17 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
-    workflow_id: Mapped[str] = mapped_column(String(255), index=True)
-    channel: Mapped[str] = mapped_column(String(40), index=True)
-    recipient: Mapped[str] = mapped_column(String(320))
+    idempotency_key: Mapped[str] = mapped_column(String(limits.IDEMPOTENCY_KEY), unique=True)
+    workflow_id: Mapped[str] = mapped_column(String(limits.WORKFLOW_ID), index=True)
+    channel: Mapped[str] = mapped_column(String(limits.CHANNEL), index=True)
+    recipient: Mapped[str] = mapped_column(String(limits.ADDRESS))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), nullable=True)
-    message_class: Mapped[str] = mapped_column(String(20))
+    message_class: Mapped[str] = mapped_column(String(limits.STATUS))
     body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), index=True)
-    provider_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(limits.STATUS), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(
+        String(limits.PROVIDER_MESSAGE_ID), nullable=True, index=True
+    )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -113,17 +118,20 @@ class OutboxMessage(Base):
 
 
 class ApiToken(Base):
-    """Bearer tokens, stored as SHA-256 hashes: a leaked database does not leak access."""
+    """Bearer tokens, stored as SHA-256 hashes: a leaked database does not leak access.
+    Revoked and expired rows are kept, so ``nudge token list`` can say what became of them."""
 
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(120))
-    role: Mapped[str] = mapped_column(String(20))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(limits.TOKEN_NAME))
+    role: Mapped[str] = mapped_column(String(limits.STATUS))
+    token_hash: Mapped[str] = mapped_column(String(limits.TOKEN_HASH), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """To the minute at best: recorded at most once a minute per token (not a write per request)."""
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ContactChannel(Base):
@@ -137,8 +145,8 @@ class ContactChannel(Base):
     contact_id: Mapped[int] = mapped_column(
         ForeignKey("contacts.id", ondelete="CASCADE"), index=True
     )
-    channel: Mapped[str] = mapped_column(String(40))
-    address: Mapped[str] = mapped_column(String(320))
+    channel: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    address: Mapped[str] = mapped_column(String(limits.ADDRESS))
     last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
@@ -149,8 +157,8 @@ class DeviceToken(Base):
     contact_id: Mapped[int] = mapped_column(
         ForeignKey("contacts.id", ondelete="CASCADE"), index=True
     )
-    token: Mapped[str] = mapped_column(String(512), unique=True)
-    platform: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    token: Mapped[str] = mapped_column(String(limits.DEVICE_TOKEN), unique=True)
+    platform: Mapped[str | None] = mapped_column(String(limits.STATUS), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -159,17 +167,18 @@ class Suppression(Base):
 
     __tablename__ = "suppressions"
     __table_args__ = (
-        UniqueConstraint("channel", "address", "scope", name="uq_suppressions_address_scope"),
+        UniqueConstraint("channel", "address", "scope", "source", name="uq_suppressions_source"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    channel: Mapped[str] = mapped_column(String(40))
-    address: Mapped[str] = mapped_column(String(320), index=True)
-    scope: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    address: Mapped[str] = mapped_column(String(limits.ADDRESS), index=True)
+    scope: Mapped[str] = mapped_column(String(limits.STATUS))
     """``all`` (STOP, provider opt-out) or ``marketing`` (an e-mail unsubscribe link)."""
-    reason: Mapped[str] = mapped_column(String(255))
-    source: Mapped[str] = mapped_column(String(40))
-    """``keyword``, ``provider``, ``unsubscribe_link``, ``api``."""
+    reason: Mapped[str] = mapped_column(String(limits.SUPPRESSION_REASON))
+    source: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    """What created it (``domain.policy.OptOutSource``), which decides what lifts it; one
+    row per source, so lifting a contact's own STOP leaves an operator's suppression."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -183,17 +192,17 @@ class InboundMessage(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    channel: Mapped[str] = mapped_column(String(40))
-    provider_message_id: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    provider_message_id: Mapped[str] = mapped_column(String(limits.PROVIDER_MESSAGE_ID))
     contact_id: Mapped[int | None] = mapped_column(
         ForeignKey("contacts.id"), nullable=True, index=True
     )
-    address: Mapped[str] = mapped_column(String(320))
+    address: Mapped[str] = mapped_column(String(limits.ADDRESS))
     body: Mapped[str] = mapped_column(Text, default="")
-    kind: Mapped[str] = mapped_column(String(40), default="text")
-    reply_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    kind: Mapped[str] = mapped_column(String(limits.MESSAGE_KIND), default="text")
+    reply_id: Mapped[str | None] = mapped_column(String(limits.REPLY_ID), nullable=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    route_channel: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    route_channel: Mapped[str | None] = mapped_column(String(limits.CHANNEL), nullable=True)
     """The conversation channel this message is routed to (``whatsapp``, ``whatsapp_twilio``);
     None for messages no conversation takes (SMS)."""
     routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -213,10 +222,10 @@ class DeliveryEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    provider: Mapped[str] = mapped_column(String(40))
-    provider_message_id: Mapped[str] = mapped_column(String(255), index=True)
-    status: Mapped[str] = mapped_column(String(20))
-    error_code: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    provider: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    provider_message_id: Mapped[str] = mapped_column(String(limits.PROVIDER_MESSAGE_ID), index=True)
+    status: Mapped[str] = mapped_column(String(limits.STATUS))
+    error_code: Mapped[str | None] = mapped_column(String(limits.ERROR_CODE), nullable=True)
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -226,7 +235,7 @@ class Menu(Base):
 
     __tablename__ = "menus"
 
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(limits.MENU_NAME), primary_key=True)
     definition: Mapped[str] = mapped_column(Text)
     """JSON text of ``MenuDefinition.model_dump(mode="json", by_alias=True)``."""
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -241,15 +250,15 @@ class MenuSession(Base):
     __tablename__ = "menu_sessions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    session_id: Mapped[str] = mapped_column(String(255), unique=True)
+    session_id: Mapped[str] = mapped_column(String(limits.SESSION_ID), unique=True)
     """``{workflow_id}:{run_id}`` of the ``MenuConversation`` run."""
-    workflow_id: Mapped[str] = mapped_column(String(255), index=True)
-    menu: Mapped[str] = mapped_column(String(64), index=True)
-    channel: Mapped[str] = mapped_column(String(40))
-    address: Mapped[str] = mapped_column(String(320))
-    status: Mapped[str] = mapped_column(String(20))
+    workflow_id: Mapped[str] = mapped_column(String(limits.WORKFLOW_ID), index=True)
+    menu: Mapped[str] = mapped_column(String(limits.MENU_NAME), index=True)
+    channel: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    address: Mapped[str] = mapped_column(String(limits.ADDRESS))
+    status: Mapped[str] = mapped_column(String(limits.STATUS))
     """``active``, ``completed``, ``expired``, ``handed_off``, ``cancelled``, ``moved``."""
-    last_step: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    last_step: Mapped[str | None] = mapped_column(String(limits.STEP_NAME), nullable=True)
     context: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     transcript: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -263,12 +272,12 @@ class BusinessEvent(Base):
     __tablename__ = "business_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
-    name: Mapped[str] = mapped_column(String(120), index=True)
-    source: Mapped[str] = mapped_column(String(120))
+    idempotency_key: Mapped[str] = mapped_column(String(limits.IDEMPOTENCY_KEY), unique=True)
+    name: Mapped[str] = mapped_column(String(limits.EVENT_NAME), index=True)
+    source: Mapped[str] = mapped_column(String(limits.EVENT_SOURCE))
     """Who emitted it, e.g. ``menu:main_menu``."""
-    channel: Mapped[str] = mapped_column(String(40))
-    address: Mapped[str] = mapped_column(String(320))
+    channel: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    address: Mapped[str] = mapped_column(String(limits.ADDRESS))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -278,6 +287,6 @@ class FallbackReply(Base):
 
     __tablename__ = "fallback_replies"
 
-    channel: Mapped[str] = mapped_column(String(40), primary_key=True)
-    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(limits.CHANNEL), primary_key=True)
+    address: Mapped[str] = mapped_column(String(limits.ADDRESS), primary_key=True)
     last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -22,7 +25,7 @@ from settings import get_settings
 from store.menu_file import MenuFileError, load_menu_file, read_menu_file
 from store.repo import Store
 from tests.api_rig import Api
-from tests.menus import visit_menu
+from tests.menus import question_chain, visit_menu
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -172,6 +175,50 @@ def test_next_may_name_a_stored_menu(api: Api) -> None:
     assert support.status_code == 201, support.text
     accepted = api.client.post("/v1/menus", json=menu, headers=api.admin)
     assert accepted.status_code == 201, accepted.text
+
+
+@pytest.mark.parametrize("pattern", ["(?<=x)a", r"(a)\1"], ids=["lookbehind", "backreference"])
+def test_a_pattern_re2_cannot_run_is_a_422_at_its_field(api: Api, pattern: str) -> None:
+    menu = visit_menu()
+    menu["steps"]["ask_day"]["validate"] = {"regex": pattern}
+    for response in (
+        api.client.post("/v1/menus", json=menu, headers=api.admin),
+        api.client.put("/v1/menus/main_menu", json=menu, headers=api.admin),
+    ):
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body", "steps", "ask_day", "validate", "regex"]
+        assert f"the pattern {pattern!r} is not valid" in error["msg"]
+        assert "RE2 has no" in error["msg"]
+    assert api.store.menu_names() == set()
+
+
+def test_the_api_answers_while_a_big_menu_is_checked(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check of a 4,000-question menu is held until another request has been answered,
+    which could never happen if the check ran on the event loop (the GET would time out)."""
+    checking, answered = threading.Event(), threading.Event()
+
+    def held(definition: MenuDefinition, known_menus: set[str] | None) -> Any:
+        checking.set()
+        answered.wait(timeout=10)
+        return problems(definition, known_menus=known_menus)
+
+    monkeypatch.setattr("api.menus.problems", held)
+    big = question_chain(4000)
+    with (
+        httpx.Client(base_url=api.client.base_url, timeout=30) as other,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        saving = pool.submit(other.put, "/v1/menus/chain", json=big, headers=api.admin)
+        assert checking.wait(timeout=10), "the check never started"
+        listed = api.client.get("/v1/menus", headers=api.admin, timeout=5)
+        answered.set()
+        assert listed.status_code == 200 and listed.json() == []
+        saved = saving.result()
+    assert saved.status_code == 201, saved.text
+    assert api.store.menu_names() == {"chain"}
 
 
 def test_shape_errors_are_fastapis_own_422(api: Api) -> None:
@@ -372,6 +419,7 @@ def test_a_missing_file_says_so(tmp_path: Path) -> None:
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_url: str) -> Iterator[str]:
     monkeypatch.chdir(tmp_path)  # no .env of the developer's
     monkeypatch.setenv("NUDGE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("NUDGE_SECRET_KEY", "a-test-key-of-at-least-32-characters!")
     get_settings.cache_clear()
     yield sqlite_url
     get_settings.cache_clear()

@@ -1,0 +1,119 @@
+"""How long each bounded value may be, in characters: one constant per thing.
+
+Validation (menu checks, API models, webhook parsing) and the columns that store the value
+(``store/models.py``) read the same constant, so a value validation lets through always fits
+its column; ``tests/test_limits.py`` checks that every ``String`` column is one of these.
+Where a provider may send more than we can keep (an inbound reply id), the value is cut
+deliberately before it is stored (``cut``), never left to become a database error.
+"""
+
+from __future__ import annotations
+
+from domain import whatsapp
+
+# --- what customers and providers send ---------------------------------------------------
+
+ADDRESS = 320
+"""An address on any channel. The longest is an e-mail address: RFC 5321 allows a 64-character
+local part, ``@`` and a 255-character domain (E.164 phone numbers have at most 15 digits)."""
+BUTTON_ID = whatsapp.BUTTON_ID
+"""A reply button's id: WhatsApp documents 256 characters."""
+ROW_ID = whatsapp.ROW_ID
+"""A list row's id: WhatsApp documents 200 characters."""
+REPLY_ID = max(BUTTON_ID, ROW_ID)
+"""The id of the button or row a customer tapped, as stored: the longest id we can send. A
+longer one from a provider (a template button's payload) names none of our options and is
+cut to this."""
+PROVIDER_MESSAGE_ID = 255
+"""A provider's message id: Meta's ``wamid`` is under 100 characters, a Twilio SID 34. A
+longer one is cut to this (it is only ever compared with what we stored)."""
+MESSAGE_KIND = 40
+"""``text``, ``interactive``, ``button``...: Meta's message types are single words; a longer
+one is cut."""
+CONTACT_NAME = 255
+"""A contact's name; a WhatsApp profile name longer than this is cut."""
+ERROR_CODE = 40
+"""A provider's error code (Twilio's are five digits, Meta's up to six)."""
+DEVICE_TOKEN = 512
+"""An FCM registration token (about 160 characters today; Google documents no maximum, so
+room to grow)."""
+TWILIO_SID = 34
+"""A Twilio SID (Content SID ``HX`` + 32 hex digits), as Twilio documents."""
+
+# --- what operators write ------------------------------------------------------------------
+
+MENU_NAME = 64
+"""A menu's name (``domain.menu_definition.NAME``): short, it is typed in ``next`` targets."""
+STEP_NAME = 255
+"""A menu step's name, stored as a session's ``last_step``."""
+EVENT_NAME = 120
+"""The ``event`` a menu's end step emits, read by automation rules."""
+EVENT_SOURCE = 120
+"""Who emitted a business event: ``menu:{menu name}``."""
+TRIGGER_KEYWORD = 100
+"""A menu's trigger keyword: a few words a customer types."""
+MAX_TRIGGER_KEYWORDS = 100
+TEMPLATE_NAME = 512
+"""A WhatsApp message template's name: Meta documents at most 512 characters."""
+MAX_TEMPLATE_COMPONENTS = 20
+"""A template has a header, a body, a footer and at most 10 buttons; room to spare."""
+TEMPLATE_VARIABLE = whatsapp.BODY
+"""One value put into a template (no parameter can be longer than a body)."""
+MAX_TEMPLATE_VARIABLES = 100
+KEY_NAME = 128
+"""The name of a template variable or of a push message's data field."""
+SUBJECT = 255
+"""An e-mail subject: RFC 5322 advises lines under 78 characters; a few lines at most."""
+HTML = 102_000
+"""An e-mail's HTML: Gmail clips a message whose HTML is over about 102 kB."""
+PUSH_DATA = 4096
+"""An FCM message's data: FCM refuses a payload over 4096 bytes."""
+MAX_PUSH_DATA_KEYS = 100
+MAX_DEVICE_TOKENS = 20
+"""FCM tokens of one contact: one per app install."""
+MESSAGE_KEY = 120
+"""The idempotency key a caller of ``POST /v1/messages`` may give (``message:{key}``)."""
+SUPPRESSION_REASON = 255
+TIMEZONE = 64
+"""An IANA zone name; the longest in the database has about 30 characters."""
+LOCALE = 20
+"""A BCP 47 language tag (``en``, ``pt-BR``, ``zh-Hant-TW``) or a WhatsApp language code."""
+TOKEN_NAME = 120
+"""What an API token is for, as its creator names it."""
+MAX_FOLLOWUP_STEPS = 10
+"""Waits of one follow-up sequence (the default has two)."""
+
+# --- ours: ids and keys Nudge builds -------------------------------------------------------
+
+WORKFLOW_ID = 255
+"""A workflow id: ``followup:reamaze:{slug}``, ``message:{key}``, ``menu:{channel}:{contact}``
+are built to fit (Temporal itself allows 1000)."""
+CONVERSATION_SLUG = 200
+"""A Re:amaze conversation slug (Re:amaze documents no maximum; its slugs come from a
+subject): ``followup:reamaze:{slug}`` stays well within ``WORKFLOW_ID``, and the stored slug
+(``followups.conversation``) within the same length as its workflow id."""
+RUN_ID = 64
+RECORD_ID = 2**31 - 1
+"""The largest id a table's key holds (PostgreSQL ``integer``): a contact id in a URL above
+it names no record, so it is refused before it reaches the database."""
+MAX_OFFSET = RECORD_ID
+"""The furthest a listing can skip (``offset``): beyond the largest id there is nothing."""
+"""A Temporal run id (a UUID, 36 characters)."""
+SESSION_ID = WORKFLOW_ID + 1 + PROVIDER_MESSAGE_ID
+"""A menu session: ``{workflow id}:{id of the message that began it}``."""
+IDEMPOTENCY_KEY = 1024
+"""An outbox row's or a business event's key: a session id and a step name or a count
+(``SESSION_ID`` + ``STEP_NAME`` is 767), or ``fallback:{channel}:{address}:{message id}``."""
+CHANNEL = 40
+"""A channel, provider, helpdesk or source name (``whatsapp_twilio`` is the longest today)."""
+STATUS = 20
+"""A status, scope, message class, role or platform: single words of ours."""
+FOLLOWUP_STATUS = 40
+"""A finished follow-up's status (``FollowUpStatus``: ``conversation_gone`` is the longest)."""
+TOKEN_HASH = 64
+"""SHA-256 in hex."""
+
+
+def cut(value: str, limit: int) -> str:
+    """At most ``limit`` characters, for provider data we keep but do not control."""
+    return value[:limit]
