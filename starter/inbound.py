@@ -14,6 +14,7 @@ from datetime import datetime
 
 from temporalio.client import Client
 
+from domain import limits
 from domain.addresses import normalize_address
 from domain.delivery import DeliveryStatus
 from domain.policy import Keyword, opt_keyword
@@ -26,15 +27,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Inbound:
-    """An inbound message, recorded: who sent it, whether it was STOP or START, and whether
-    the caller must route it to its conversation now."""
+    """An inbound message, recorded: who sent it, whether it was STOP or a START that opted
+    the contact back in, and whether the caller must route it to its conversation now."""
 
     address: str
     contact_id: int
     keyword: Keyword | None
+    """``start`` only when the message lifted an opt-out: "yes" from a contact who is not
+    opted out answers a question, it is no opt-in."""
     inbound_id: int = 0
     route: bool = False
     """True when this caller holds the message's routing lease (``store/inbound.py``)."""
+
+
+def provider_ids(provider_message_id: str, reply_id: str | None) -> tuple[str, str | None]:
+    """A provider's message id and reply id as Nudge keeps them: cut to their columns (a
+    longer reply id names none of our buttons anyway). The conversation gets the very values
+    the store keeps, so a message routed again later from the store is the same message."""
+    return (
+        limits.cut(provider_message_id, limits.PROVIDER_MESSAGE_ID),
+        None if reply_id is None else limits.cut(reply_id, limits.REPLY_ID),
+    )
 
 
 async def handle_inbound(
@@ -55,10 +68,23 @@ async def handle_inbound(
     failed): the retry then routes it. ``route_channel`` names the conversation channel the
     message is for (None: no conversation takes it, e.g. SMS)."""
     address = normalize_address(channel, address)
-    keyword = opt_keyword(text) if kind == "text" else None
+    if len(address) > limits.ADDRESS:
+        # No channel has addresses this long: nobody to answer, and nothing to keep.
+        log.warning(
+            "%s message %.40s ignored: its sender's address has %d characters (at most %d)",
+            channel,
+            provider_message_id,
+            len(address),
+            limits.ADDRESS,
+        )
+        return None
+    provider_message_id, reply_id = provider_ids(provider_message_id, reply_id)
+    kind = limits.cut(kind, limits.MESSAGE_KIND)
+    name = None if name is None else limits.cut(name, limits.CONTACT_NAME)
+    word = opt_keyword(text) if kind == "text" else None
     opt: OptChange | None = None
-    if keyword is not None:
-        opt = "out" if keyword == Keyword.stop else "in"
+    if word is not None:
+        opt = "out" if word == Keyword.stop else "in"
     result = await asyncio.to_thread(
         store.record_inbound,
         channel,
@@ -74,6 +100,11 @@ async def handle_inbound(
     )
     if not result.new and not result.route:
         return None
+    # A retried STOP is still a STOP (its conversation must end); a retried START already
+    # did what it did on its first delivery.
+    keyword = Keyword.stop if word == Keyword.stop else None
+    if result.opted == "in":
+        keyword = Keyword.start
     return Inbound(
         address=address,
         contact_id=result.contact_id,
@@ -95,10 +126,10 @@ async def handle_status(
     return await asyncio.to_thread(
         store.record_status,
         provider,
-        provider_message_id,
+        limits.cut(provider_message_id, limits.PROVIDER_MESSAGE_ID),
         status,
         occurred_at=occurred_at,
-        error_code=error_code,
+        error_code=None if error_code is None else limits.cut(error_code, limits.ERROR_CODE),
     )
 
 

@@ -14,8 +14,9 @@ from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response
 from dependencies import SettingsDep, StoreDep
 from domain.addresses import normalize_address
 from domain.channels import ChannelName
+from domain.policy import OptOutSource
 from integrations.twilio_channel import verify_signature
-from starter.inbound import handle_inbound, handle_status, signal_status
+from starter.inbound import handle_inbound, handle_status, provider_ids, signal_status
 from starter.menu_routing import MenuRouter, RoutedMessage
 from workflows.menu_payloads import MenuMessage
 
@@ -39,7 +40,10 @@ async def _verified_form(request: Request, settings: SettingsDep) -> dict[str, s
     if request.url.query:
         url += "?" + request.url.query
     if not verify_signature(
-        settings.twilio.auth_token, url, form, request.headers.get("X-Twilio-Signature")
+        settings.twilio.auth_token.get_secret_value(),
+        url,
+        form,
+        request.headers.get("X-Twilio-Signature"),
     ):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "X-Twilio-Signature does not match")
     return form
@@ -62,7 +66,7 @@ async def inbound(request: Request, settings: SettingsDep, store: StoreDep) -> R
     channel, address = _address(sender)
     kind = "button" if form.get("ButtonPayload") else "text"
     text = form.get("Body", "") if kind == "text" else form.get("ButtonText", "")
-    reply_id = form.get("ButtonPayload") or None
+    sid, reply_id = provider_ids(sid, form.get("ButtonPayload") or None)
     received_at = datetime.now(UTC)
     router: MenuRouter = request.app.state.menu_router
     async with router.in_order(ChannelName.whatsapp_twilio, normalize_address(channel, address)):
@@ -107,7 +111,7 @@ async def delivery_status(
         channel, address = _address(form["To"])
         await asyncio.to_thread(
             store.suppress, channel, address, scope="all", reason="Twilio 21610: recipient opted out",
-            source="provider",
+            source=OptOutSource.provider_block,
         )  # fmt: skip
     mapped = STATUS_MAP.get(reported)
     if mapped is not None:

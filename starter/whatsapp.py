@@ -12,7 +12,7 @@ from dependencies import SettingsDep, StoreDep
 from domain.addresses import normalize_address
 from domain.channels import ChannelName
 from integrations.whatsapp_cloud import parse_webhook, verify_signature, verify_subscription
-from starter.inbound import handle_inbound, handle_status, signal_status
+from starter.inbound import handle_inbound, handle_status, provider_ids, signal_status
 from starter.menu_routing import MenuRouter, RoutedMessage
 from workflows.menu_payloads import MenuMessage
 
@@ -24,8 +24,9 @@ STATUS_MAP = {"sent": "sent", "delivered": "delivered", "read": "read", "failed"
 @router.get("", response_class=PlainTextResponse)
 async def verify(request: Request, settings: SettingsDep) -> PlainTextResponse:
     """Meta's subscription check: answer the bare ``hub.challenge``."""
-    challenge = verify_subscription(dict(request.query_params), settings.whatsapp.verify_token)
-    if challenge is None or not settings.whatsapp.verify_token:
+    verify_token = settings.whatsapp.verify_token.get_secret_value()
+    challenge = verify_subscription(dict(request.query_params), verify_token)
+    if challenge is None or not verify_token:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "hub.verify_token does not match")
     return PlainTextResponse(challenge)
 
@@ -35,8 +36,9 @@ async def deliveries(
     request: Request, background: BackgroundTasks, settings: SettingsDep, store: StoreDep
 ) -> Response:
     raw = await request.body()
-    if not settings.whatsapp.app_secret or not verify_signature(
-        settings.whatsapp.app_secret, raw, request.headers.get("X-Hub-Signature-256")
+    app_secret = settings.whatsapp.app_secret.get_secret_value()
+    if not app_secret or not verify_signature(
+        app_secret, raw, request.headers.get("X-Hub-Signature-256")
     ):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "X-Hub-Signature-256 does not match")
     try:
@@ -45,18 +47,19 @@ async def deliveries(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body: {error}") from error
     router: MenuRouter = request.app.state.menu_router
     for message in batch.messages:
+        message_id, reply_id = provider_ids(message.id, message.reply_id)
         async with router.in_order(
             ChannelName.whatsapp, normalize_address("whatsapp", message.from_)
         ):
             inbound = await handle_inbound(
                 store,
                 "whatsapp",
-                message.id,
+                message_id,
                 message.from_,
                 text=message.text,
                 received_at=message.timestamp,
                 kind=message.type,
-                reply_id=message.reply_id,
+                reply_id=reply_id,
                 name=message.profile_name,
                 route_channel=ChannelName.whatsapp.value,
             )
@@ -67,9 +70,7 @@ async def deliveries(
                     channel=ChannelName.whatsapp,
                     address=inbound.address,
                     contact_id=inbound.contact_id,
-                    message=MenuMessage(
-                        message.id, message.text, message.reply_id, message.timestamp
-                    ),
+                    message=MenuMessage(message_id, message.text, reply_id, message.timestamp),
                     keyword=inbound.keyword,
                     inbound_id=inbound.inbound_id,
                 )

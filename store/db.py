@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine, Insert, create_engine, event
+from sqlalchemy import Engine, Insert, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -47,6 +47,19 @@ def insert_new(session: Session, model: Any, unique: list[str]) -> Insert:
     module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement: Insert = module.insert(model).on_conflict_do_nothing(index_elements=unique)
     return statement
+
+
+def lock_for_writing(session: Session) -> bool:
+    """On SQLite, take the database's write lock now (``BEGIN IMMEDIATE``), before the
+    transaction reads what it will write: ``FOR UPDATE`` is a no-op there, and a transaction
+    that read first and writes later either sees a state another writer has since changed or
+    fails with "database is locked" instead of waiting. Readers are not held up (WAL); other
+    writers wait for the busy timeout. Must be the transaction's first statement. True when
+    the lock was taken (SQLite); PostgreSQL callers lock their rows themselves."""
+    if session.get_bind().dialect.name != "sqlite":
+        return False
+    session.execute(text("BEGIN IMMEDIATE"))
+    return True
 
 
 def retrying_conflicts(

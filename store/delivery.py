@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from domain.policy import OptOutSource
 from domain.status import STATUS_RANK
-from store.db import insert_new
+from store.db import insert_new, lock_for_writing
 from store.models import (
     Contact,
     ContactChannel,
@@ -97,8 +98,11 @@ class DeliveryStore:
 
     # --- suppressions -----------------------------------------------------------------
 
-    def suppress(self, channel: str, address: str, *, scope: str, reason: str, source: str) -> bool:
-        """True when newly suppressed (an existing suppression is left as it was)."""
+    def suppress(
+        self, channel: str, address: str, *, scope: str, reason: str, source: OptOutSource
+    ) -> bool:
+        """True when newly suppressed; one of the same source is left as it was. Each source
+        has its own row, so lifting one (a START lifts the contact's own) leaves the others."""
         try:
             with self.sessions.begin() as session:
                 session.add(
@@ -111,6 +115,7 @@ class DeliveryStore:
             return False
 
     def unsuppress(self, channel: str, address: str, scope: str | None = None) -> int:
+        """An operator lifts every opt-out of the address, whatever created it."""
         with self.sessions.begin() as session:
             query = select(Suppression).where(
                 Suppression.channel == channel, Suppression.address == address
@@ -210,7 +215,15 @@ class DeliveryStore:
         occurred_at: datetime,
         error_code: str | None = None,
     ) -> StatusResult:
+        """Keep the status once and move the outbox row to it, in one transaction: a stored
+        event is the mark of a status already applied, so the provider's retry of one whose
+        first delivery failed half-way must find nothing stored."""
+        behind = [name for name, rank in STATUS_RANK.items() if rank < STATUS_RANK.get(status, 0)]
+        values: dict[str, object] = {"status": status, "status_at": occurred_at}
+        if error_code:
+            values["error"] = status_error(error_code)
         with self.sessions.begin() as session:
+            lock_message(session, provider_message_id)
             stored = session.connection().scalar(
                 insert_new(session, DeliveryEvent, ["provider", "provider_message_id", "status"])
                 .values(
@@ -222,16 +235,13 @@ class DeliveryStore:
                 )
                 .returning(DeliveryEvent.id)
             )
-        if stored is None:  # a provider's retry of a status already recorded
-            return StatusResult(new=False, advanced=False, idempotency_key=None, workflow_id=None)
-        # Committed first, then applied: ``apply_stored_status`` relies on that order. One
-        # conditional UPDATE keeps the furthest status without reading the row first; no row
-        # means not ours, not marked sent yet (the mark applies it), or already further.
-        behind = [name for name, rank in STATUS_RANK.items() if rank < STATUS_RANK.get(status, 0)]
-        values: dict[str, object] = {"status": status, "status_at": occurred_at}
-        if error_code:
-            values["error"] = status_error(error_code)
-        with self.sessions.begin() as session:
+            if stored is None:  # a provider's retry of a status already recorded
+                return StatusResult(
+                    new=False, advanced=False, idempotency_key=None, workflow_id=None
+                )
+            # One conditional UPDATE keeps the furthest status without reading the row
+            # first; no row means not ours, not marked sent yet (the mark applies it), or
+            # already further.
             moved = (
                 session.connection()
                 .execute(
@@ -254,11 +264,12 @@ class DeliveryStore:
         marked sent with its provider id (a status webhook can beat ``mark_outbox``); True
         when the row moved.
 
-        Run after the provider id is committed: ``record_status`` commits its event before
-        it looks for the row, so whichever of the two looks second sees the other's write
-        and no status is left unapplied.
+        Run after the provider id is committed. This and ``record_status`` hold the message's
+        lock (``lock_message``), so whichever of the two runs second sees the other's write
+        and no status is left unapplied, nor one applied over a further one.
         """
         with self.sessions.begin() as session:
+            lock_message(session, provider_message_id)
             events = list(
                 session.scalars(
                     select(DeliveryEvent).where(
@@ -316,10 +327,23 @@ def lock_contact(session: Session, contact_id: int) -> None:
     PostgreSQL; on SQLite, which has one writer at a time, the write lock taken at once
     (``BEGIN IMMEDIATE``) rather than at the first write, after the count. Must be the
     transaction's first statement."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("BEGIN IMMEDIATE"))
-    else:
+    if not lock_for_writing(session):
         session.execute(select(Contact.id).where(Contact.id == contact_id).with_for_update())
+
+
+STATUS_LOCKS = 0x5354
+"""The first key of ``lock_message``'s PostgreSQL advisory locks: their own key space."""
+
+
+def lock_message(session: Session, provider_message_id: str) -> None:
+    """Serialise the transactions that record or apply statuses of one outbound message: on
+    PostgreSQL an advisory lock on its provider id (its outbox row may not carry that id
+    yet, so there is no row to lock); on SQLite the write lock. Must be the transaction's
+    first statement."""
+    if not lock_for_writing(session):
+        session.execute(
+            select(func.pg_advisory_xact_lock(STATUS_LOCKS, func.hashtext(provider_message_id)))
+        )
 
 
 def marketing_times(

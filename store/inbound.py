@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from domain.policy import LIFTED_BY_START, OptOutSource
 from store.db import insert_new, retrying_conflicts
 from store.models import Contact, ContactChannel, InboundMessage, Suppression, utcnow
 
@@ -38,6 +39,10 @@ class InboundResult:
     inbound_id: int
     route: bool
     """True when this caller holds the routing lease and must route the message now."""
+    opted: OptChange | None = None
+    """What the message did to the contact's opt-outs: ``out`` for a STOP, ``in`` only for a
+    START that lifted one; None otherwise (a "yes" from a contact not opted out is just a
+    word), and for a retry (the first delivery acted on it)."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,10 @@ class InboundStore:
     ) -> InboundResult:
         """Keep the message once, find or create its contact, move the WhatsApp window
         forward and apply an opt-out (``opt="out"``) or opt-in, all in one transaction: a
-        STOP is never stored without its suppression. With ``route_channel`` the caller gets
-        the routing lease of a new message, or of a retried one left unrouted."""
+        STOP is never stored without its suppression. An opt-in lifts only what the contact
+        (or their provider) opted out of on this channel, never an operator's suppression or
+        a mail unsubscribe. With ``route_channel`` the caller gets the routing lease of a new
+        message, or of a retried one left unrouted."""
         return retrying_conflicts(
             self.sessions,
             lambda session: self._record(
@@ -160,10 +167,15 @@ class InboundStore:
             )
             .values(last_inbound_at=received_at)
         )
-        if opt is not None:
-            _apply_opt(session, channel, address, opt, body)
+        opted = None
+        if opt is not None and _apply_opt(session, channel, address, opt, body):
+            opted = opt
         return InboundResult(
-            new=True, contact_id=contact_id, inbound_id=inserted, route=bool(route_channel)
+            new=True,
+            contact_id=contact_id,
+            inbound_id=inserted,
+            route=bool(route_channel),
+            opted=opted,
         )
 
     def mark_routed(self, inbound_id: int) -> None:
@@ -251,18 +263,19 @@ def _take_lease(session: Session, inbound_id: int, now: datetime) -> bool:
     return bool(getattr(result, "rowcount", 0) == 1)
 
 
-def _apply_opt(session: Session, channel: str, address: str, opt: OptChange, body: str) -> None:
+def _apply_opt(session: Session, channel: str, address: str, opt: OptChange, body: str) -> bool:
+    """False for a START that found nothing of the contact's own to lift."""
+    on_channel = (Suppression.channel == channel, Suppression.address == address)
+    if opt == "in":
+        lifted = session.connection().execute(
+            delete(Suppression).where(*on_channel, Suppression.source.in_(LIFTED_BY_START))
+        )
+        return bool(getattr(lifted, "rowcount", 0))
     existing = session.scalar(
-        select(Suppression).where(
-            Suppression.channel == channel,
-            Suppression.address == address,
-            Suppression.scope == "all",
+        select(Suppression.id).where(
+            *on_channel, Suppression.scope == "all", Suppression.source == OptOutSource.keyword
         )
     )
-    if opt == "in":
-        if existing is not None:
-            session.delete(existing)
-        return
     if existing is None:
         session.add(
             Suppression(
@@ -270,9 +283,10 @@ def _apply_opt(session: Session, channel: str, address: str, opt: OptChange, bod
                 address=address,
                 scope="all",
                 reason=f"replied {body.strip()!r}",
-                source="keyword",
+                source=OptOutSource.keyword,
             )
         )
+    return True
 
 
 def _channel_link(

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from domain.menu_definition import MenuDefinition
 from domain.status import SESSION_STATUSES, MenuStatus
-from store.db import retrying_conflicts
+from store.db import lock_for_writing, retrying_conflicts
 from store.models import BusinessEvent, FallbackReply, Menu, MenuSession
 
 if TYPE_CHECKING:
@@ -168,6 +168,7 @@ class MenuStore:
             raise ValueError(f"status: {status!r} is not an ending of a menu session")
 
         def end(session: Session) -> None:
+            lock_for_writing(session)
             row = _session_row(session, session_id, for_update=True)
             if row is None:
                 row = _session_from_id(session_id, transcript, ended_at)

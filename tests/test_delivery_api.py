@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from domain.channels import ChannelName
+from domain.policy import OptOutSource
 from domain.status import OutboxStatus
 from integrations.channels import OutboundMessage
 from service import create_app
@@ -303,7 +304,7 @@ def test_suppressions_add_list_remove(api: Api) -> None:
     assert added.status_code == 201, added.text
     row = added.json()
     assert (row["channel"], row["address"], row["scope"]) == ("sms", "+15550003333", "all")
-    assert (row["reason"], row["source"]) == ("asked by phone", "api")
+    assert (row["reason"], row["source"]) == ("asked by phone", "operator")
     assert store.suppression_for("sms", "+15550003333", "transactional") is not None
 
     marketing = api.client.post(
@@ -406,7 +407,7 @@ def test_suppressing_whatsapp_through_twilio_suppresses_the_whatsapp_number(api:
 
 def test_user_token_reads_but_cannot_write(api: Api) -> None:
     contact = api.store.upsert_contact("reamaze", "c-1", name="Ada")
-    api.store.suppress("sms", "+15550001212", scope="all", reason="r", source="keyword")
+    api.store.suppress("sms", "+15550001212", scope="all", reason="r", source=OptOutSource.keyword)
     for path in ("/v1/outbox", "/v1/contacts", f"/v1/contacts/{contact}", "/v1/suppressions"):
         assert api.client.get(path, headers=api.user).status_code == 200, path
 

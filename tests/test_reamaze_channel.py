@@ -20,6 +20,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.delivery import DeliveryActivities
 from domain.channels import ChannelName, MessageClass
 from domain.delivery import DeliverRequest
+from domain.policy import OptOutSource
 from domain.status import OutboxStatus, SendStatus
 from integrations.reamaze import ReamazeClient
 from settings import PolicySettings, ReamazeSettings
@@ -111,7 +112,7 @@ async def test_a_customer_unsubscribed_by_email_gets_no_helpdesk_marketing(rig: 
     )
     rig.store.suppress(
         "email", "customer@example.com", scope="marketing", reason="unsubscribe link",
-        source="unsubscribe_link",
+        source=OptOutSource.unsubscribe_link,
     )  # fmt: skip
 
     outcome = await ActivityEnvironment().run(

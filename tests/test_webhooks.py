@@ -17,13 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from pydantic import SecretStr
+from sqlalchemy import event, select
 from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from domain.channels import ChannelName
 from domain.delivery import DeliveryStatus
+from domain.policy import OptOutSource
 from domain.status import OutboxStatus
 from integrations.channels import OutboundMessage
 from service import create_app
@@ -33,6 +35,8 @@ from store.repo import Store
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import RunningServer, free_port, serve
 from tests.fakes.twilio import FakeTwilio
+from tests.routing_lease import age_lease
+from tests.waiting import wait_for
 from worker import twilio_channel
 
 APP_SECRET = "meta-app-secret-for-tests"
@@ -263,7 +267,7 @@ async def test_twilio_inbound_with_a_tampered_param_is_forbidden(
 
 
 async def test_twilio_inbound_with_an_empty_auth_token_verifies_nothing(hooks: Hooks) -> None:
-    hooks.settings.twilio.auth_token = ""
+    hooks.settings.twilio.auth_token = SecretStr("")
     form = hooks.inbound_form(CUSTOMER, "hi")
     forged = FakeTwilio(auth_token="").sign(hooks.server.url + INBOUND, form)
     response = await hooks.twilio_post(INBOUND, form, signature=forged)
@@ -350,10 +354,28 @@ async def test_twilio_undelivered_21610_suppresses_the_number(hooks: Hooks) -> N
     response = await hooks.twilio_post(STATUS, params)
     assert response.status_code == 204, response.text
     found = hooks.store.suppression_for("sms", CUSTOMER, "transactional")
-    assert found is not None and found.source == "provider" and "21610" in found.reason
+    assert found is not None and found.source == "provider_block" and "21610" in found.reason
     row = hooks.store.get_outbox(key)
     assert row is not None and row.status == OutboxStatus.failed
     assert row.error == "provider error 21610"
+
+
+async def test_twilio_21610_block_is_lifted_by_start_but_not_an_operators(hooks: Hooks) -> None:
+    hooks.store.suppress(
+        "sms", CUSTOMER, scope="marketing", reason="no offers, please",
+        source=OptOutSource.operator,
+    )  # fmt: skip
+    sid = await hooks.send_sms()
+    outbox_row(hooks.store, sid)
+    params = hooks.twilio.status_callback_params(sid, "undelivered", error_code=21610)
+    assert (await hooks.twilio_post(STATUS, params)).status_code == 204
+    assert hooks.store.suppression_for("sms", CUSTOMER, "transactional") is not None
+
+    response = await hooks.twilio_post(INBOUND, hooks.inbound_form(CUSTOMER, "START"))
+    assert response.status_code == 200, response.text
+    assert hooks.store.suppression_for("sms", CUSTOMER, "transactional") is None
+    [kept] = hooks.store.list_suppressions(channel="sms", address=CUSTOMER)
+    assert (kept.scope, kept.source) == ("marketing", "operator")
 
 
 async def test_twilio_undelivered_for_another_reason_does_not_suppress(hooks: Hooks) -> None:
@@ -381,6 +403,58 @@ async def test_twilio_status_unsigned_is_forbidden(hooks: Hooks) -> None:
     params = hooks.twilio.status_callback_params(sid, "read")
     assert (await hooks.twilio_post(STATUS, params, signature=None)).status_code == 403
     assert outbox_status(hooks.store, key) == OutboxStatus.sent
+
+
+class ConnectionLost(Exception):
+    """Stands in for the database connection dropping as it acknowledges a COMMIT."""
+
+
+async def test_twilio_inbound_retried_after_a_5xx_is_stored_once_and_routed_once(
+    hooks: Hooks, dev_env: WorkflowEnvironment
+) -> None:
+    """Twilio retries an inbound message only when the webhook URL asks it to (the README's
+    ``#rc=5&rp=5xx,ct,rt``). Here the first delivery is stored, but the connection drops as
+    the COMMIT is acknowledged and the webhook answers 500; Twilio's retry finds the message
+    stored and answers 200 without storing it again. The message is routed once, by the
+    first retry (or sweep) after the failed attempt's lease has run out."""
+    hooks.settings.temporal.address = dev_env.client.service_client.config.target_host
+    form = hooks.inbound_form(f"whatsapp:{CUSTOMER}", "are you open on sunday?")
+    armed = [True]
+
+    def drop(_session: Any) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise ConnectionLost("server closed the connection unexpectedly")
+
+    event.listen(hooks.store.sessions, "after_commit", drop)
+    signed = {"X-Twilio-Signature": hooks.twilio_signature(INBOUND, form)}
+    try:  # on a connection of its own: the server closes it after a 500
+        async with httpx.AsyncClient(base_url=hooks.server.url, timeout=15) as once:
+            first = await once.post(INBOUND, data=form, headers=signed)
+    finally:
+        event.remove(hooks.store.sessions, "after_commit", drop)
+    assert first.status_code == 500
+    assert hooks.store.count_inbound() == 1, "stored before the connection dropped"
+
+    retried = await hooks.twilio_post(INBOUND, form)
+    assert retried.status_code == 200 and retried.text == EMPTY_TWIML
+    assert hooks.store.count_inbound() == 1, "a retried MessageSid is stored once"
+
+    age_lease(hooks.store)  # the failed attempt never routed it; its lease runs out
+    assert (await hooks.twilio_post(INBOUND, form)).status_code == 200
+
+    def routing() -> tuple[datetime | None, int]:
+        with hooks.store.engine.connect() as connection:
+            row = connection.execute(
+                select(InboundMessage.routed_at, InboundMessage.route_attempts)
+            ).one()
+            return row[0], row[1]
+
+    await wait_for(lambda: routing()[0] is not None, failure="the message was never routed")
+    assert (await hooks.twilio_post(INBOUND, form)).status_code == 200
+    assert hooks.store.take_unrouted(max_age=timedelta(days=1)) == [], "nor will the sweep"
+    assert routing()[1] == 2, "routed once after the failed attempt"
+    assert hooks.store.count_inbound() == 1
 
 
 # -- WhatsApp verification -----------------------------------------------------------------
@@ -417,7 +491,7 @@ async def test_whatsapp_verification_with_a_wrong_token_is_forbidden(
 async def test_whatsapp_verification_without_a_configured_token_is_forbidden(
     hooks: Hooks,
 ) -> None:
-    hooks.settings.whatsapp.verify_token = ""
+    hooks.settings.whatsapp.verify_token = SecretStr("")
     params = {"hub.mode": "subscribe", "hub.verify_token": "", "hub.challenge": "42"}
     assert (await hooks.client.get(WHATSAPP, params=params)).status_code == 403
 
@@ -483,7 +557,7 @@ async def test_whatsapp_missing_or_wrong_signature_is_forbidden(
 
 
 async def test_whatsapp_without_an_app_secret_verifies_nothing(hooks: Hooks) -> None:
-    hooks.settings.whatsapp.app_secret = ""
+    hooks.settings.whatsapp.app_secret = SecretStr("")
     raw = hooks.graph.encode(hooks.graph.inbound_text(WA_CUSTOMER, "hello"))
     headers = {"Content-Type": "application/json", "X-Hub-Signature-256": hooks.graph.sign("", raw)}
     assert (await hooks.client.post(WHATSAPP, content=raw, headers=headers)).status_code == 403
