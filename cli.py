@@ -1,20 +1,24 @@
-"""``nudge``: run the stack, the worker or the HTTP service; migrate; mint API tokens."""
+"""``nudge``: run the stack, the worker or the HTTP service; migrate; manage API tokens."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import signal
 import subprocess
 import sys
 from collections.abc import Generator
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
+from pydantic import SecretStr
 from temporalio.client import Client
 
 from settings import Settings, get_settings
@@ -63,22 +67,147 @@ def db_upgrade(revision: str = "head") -> None:
     typer.echo(f"database at {revision}: {_redact(settings.database_url)}")
 
 
+@contextlib.contextmanager
+def _token_store(settings: Settings) -> Generator[Store, None, None]:
+    from store.db import upgrade
+    from store.repo import Store
+
+    upgrade(settings.database_url)
+    store = Store.from_url(settings.database_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _expiry(value: str | None) -> timedelta | None:
+    """``--expires 30d``: read as the settings read durations; a bad one is a usage error."""
+    if value is None:
+        return None
+    from domain.durations import parse_duration
+
+    try:
+        lifetime = parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--expires") from exc
+    if lifetime <= timedelta(0):
+        raise typer.BadParameter("a token must live longer than 0s", param_hint="--expires")
+    return lifetime
+
+
 @token_app.command("create")
 def token_create(
     role: Annotated[RoleName, typer.Option(help="admin may start and cancel; user may read")],
     name: Annotated[str, typer.Option(help="a label to recognise the token by")] = "",
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            help="lifetime, e.g. 30d or 12h; after it the token gets 401", show_default="never"
+        ),
+    ] = None,
 ) -> None:
     """Print a new token once; only its hash is stored."""
-    from store.db import upgrade
-    from store.repo import Role, Store
+    from store.repo import Role
 
+    lifetime = _expiry(expires)
     settings = _settings()
-    upgrade(settings.database_url)
-    store = Store.from_url(settings.database_url)
+    expires_at = datetime.now(UTC) + lifetime if lifetime is not None else None
+    with _token_store(settings) as store:
+        try:
+            token = store.create_token(Role(role.value), name, expires_at=expires_at)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--name") from exc
+    typer.echo(token)
+    if expires_at is not None:
+        typer.echo(f"expires {_when(expires_at)}", err=True)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Every token with its role and dates (never the token itself: only a hash is kept)."""
+    settings = _settings()
+    with _token_store(settings) as store:
+        tokens = store.list_tokens()
+    if not tokens:
+        typer.echo("no tokens yet: `nudge token create --role admin`")
+        return
+    now = datetime.now(UTC)
+    rows = [("ID", "NAME", "ROLE", "CREATED", "LAST USED", "EXPIRES", "REVOKED")]
+    for token in tokens:
+        expires = _when(token.expires_at)
+        if token.expires_at is not None and token.expires_at <= now:
+            expires += " (expired)"
+        rows.append(
+            (
+                str(token.id),
+                token.name,
+                token.role.value,
+                _when(token.created_at),
+                _when(token.last_used_at),
+                expires,
+                _when(token.revoked_at),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token: Annotated[str, typer.Argument(help="the id or the name `nudge token list` shows")],
+    all_named: Annotated[
+        bool, typer.Option("--all", help="revoke every active token of that name")
+    ] = False,
+) -> None:
+    """Revoke a token at once: its next request gets 401."""
+    settings = _settings()
+    now = datetime.now(UTC)
+    with _token_store(settings) as store:
+        listed = store.list_tokens()
+        if token.isdigit():
+            matches = [found for found in listed if found.id == int(token)]
+        else:
+            matches = [found for found in listed if found.name == token and found.active(now)]
+        if not matches:
+            typer.echo(
+                f"error: no token has the id or (active) name {token!r}; see `nudge token list`",
+                err=True,
+            )
+            raise typer.Exit(1)
+        if len(matches) > 1 and not all_named:
+            ids = ", ".join(str(found.id) for found in matches)
+            typer.echo(
+                f"error: {len(matches)} active tokens are named {token!r} (ids {ids}); "
+                "revoke one by its id, or all of them with --all",
+                err=True,
+            )
+            raise typer.Exit(1)
+        for found in matches:
+            revoked = store.revoke_token(found.id, now=now)
+            assert revoked is not None and revoked.revoked_at is not None
+            already = " (already)" if revoked.revoked_at != now else ""
+            typer.echo(
+                f"revoked{already} token {revoked.id} {revoked.name!r} ({revoked.role.value})"
+            )
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _require_secret_key(settings: Settings) -> None:
+    """The worker makes unsubscribe links and the HTTP service reads them: with a key of
+    their own each, every link would 404."""
+    from links import SecretKeyMissing, secret_key
+
     try:
-        typer.echo(store.create_token(Role(role.value), name))
-    finally:
-        store.close()
+        secret_key(settings)
+    except SecretKeyMissing as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -87,6 +216,7 @@ def worker() -> None:
     from worker import run_worker
 
     settings = _settings()
+    _require_secret_key(settings)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker(settings))
 
@@ -97,6 +227,7 @@ def serve() -> None:
     from service import create_app
 
     settings = _settings()
+    _require_secret_key(settings)
     if settings.menus.file:
         from store.repo import Store
 
@@ -117,6 +248,7 @@ def dev(
     """The whole stack on one machine: Temporal dev server, database, worker and HTTP service."""
     settings = _settings()
     home.mkdir(parents=True, exist_ok=True)
+    settings = _with_dev_secret_key(settings, home)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_dev(settings, home))
 
@@ -177,7 +309,7 @@ async def _start_dev_server(
 async def _dev(settings: Settings, home: Path) -> None:
     from service import create_app
     from store.db import upgrade
-    from store.repo import Role, Store
+    from store.repo import Store
     from temporal_client import ensure_search_attributes
     from worker import run_worker
 
@@ -204,14 +336,15 @@ async def _dev(settings: Settings, home: Path) -> None:
             except typer.Exit:
                 store.close()
                 raise
-        token = await asyncio.to_thread(store.create_token, Role.admin, "nudge dev")
+        token, reused = await asyncio.to_thread(_dev_token, store, home)
         base = f"http://{settings.http.host}:{settings.http.port}"
         typer.echo(
             "\nNudge is running\n"
             f"  API        {base}   (docs: {base}/docs, health: {base}/healthz)\n"
             f"  Temporal   {settings.temporal.address}   Web UI: {ui}\n"
             f"  Database   {_redact(settings.database_url)}\n"
-            f"  Admin token (shown once): {token}\n"
+            f"  Policy     {_policy_line(settings)}\n"
+            f"  Admin token ({'reused' if reused else 'new'}, kept in {home / DEV_TOKEN}): {token}\n"
             "Press Ctrl+C to stop.\n"
         )
         server = _Server(
@@ -247,6 +380,45 @@ async def _dev(settings: Settings, home: Path) -> None:
         typer.echo("stopped")
 
 
+DEV_TOKEN = "dev-token"
+DEV_SECRET_KEY = "secret.key"
+
+
+def _with_dev_secret_key(settings: Settings, home: Path) -> Settings:
+    """``nudge dev`` is one machine, so a key kept in ``home`` is shared by its worker and HTTP
+    service and survives restarts; NUDGE_SECRET_KEY, when set, still wins."""
+    if settings.secret_key.get_secret_value():
+        return settings
+    path = home / DEV_SECRET_KEY
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(48))
+    return settings.model_copy(update={"secret_key": SecretStr(path.read_text().strip())})
+
+
+def _dev_token(store: Store, home: Path) -> tuple[str, bool]:
+    """The admin token of earlier runs while it still verifies (one token, not one per
+    start); a new one when it was revoked, expired or the database was replaced."""
+    from store.repo import Role
+
+    path = home / DEV_TOKEN
+    if path.exists():
+        token = path.read_text().strip()
+        found = store.verify_token(token)
+        if found is not None and found.role == Role.admin:
+            return token, True
+    token = store.create_token(Role.admin, "nudge dev")
+    _write_private(path, token)
+    return token, False
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Readable by the owner only, from the first byte (no window before a chmod)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(text + "\n")
+
+
 def _load_menus(settings: Settings, store: Store) -> None:
     """Load NUDGE_MENUS__FILE before the API answers; a bad file stops the start (exit 2)."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -266,6 +438,27 @@ def _load_menus(settings: Settings, store: Store) -> None:
         )
         raise typer.Exit(2) from exc
     typer.echo(f"menus loaded from {settings.menus.file}: {', '.join(names) or '(none)'}")
+
+
+def _policy_line(settings: Settings) -> str:
+    """What holds marketing messages, in words: the time zone quiet hours are judged in
+    (where a contact's own is unknown) is the first thing a shop abroad needs to see."""
+    from domain.durations import format_duration
+
+    policy = settings.policy
+    if policy.quiet_hours_start == policy.quiet_hours_end:
+        quiet = "quiet hours off"
+    else:
+        channels = ", ".join(channel.value for channel in policy.quiet_hours_channels)
+        quiet = (
+            f"quiet hours {policy.quiet_hours_start}-{policy.quiet_hours_end} "
+            f"({policy.default_timezone}) on {channels or 'no channel'}"
+        )
+    window = policy.frequency_window
+    hours, rest = divmod(int(window.total_seconds()), 3600)
+    per = f"{hours}h" if hours and not rest else format_duration(window)  # 24h, not 1d
+    cap = f"cap {policy.frequency_cap} per {per}" if policy.frequency_cap > 0 else "no cap"
+    return f"{quiet}; {cap}"
 
 
 def _redact(url: str) -> str:

@@ -4,6 +4,7 @@ client and the caller's token. ``api/`` and ``starter/`` both import it; it impo
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -14,6 +15,7 @@ from settings import Settings
 from store.repo import Role, Store, TokenInfo
 from temporal_client import TemporalConnector
 
+log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="A token from `nudge token create`")
 
 
@@ -34,8 +36,13 @@ async def get_temporal(request: Request) -> Client:
     try:
         return await connector.get()
     except Exception as exc:
+        # The server's address and the connection error are for the operator's log, not for
+        # whoever called the API.
+        log.warning("Temporal is not reachable: %s: %s", exc.__class__.__name__, exc)
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"Temporal is not reachable: {exc}"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "Temporal is not reachable; nothing was started. Try again shortly.",
+            headers={"Retry-After": "5"},
         ) from exc
 
 
@@ -53,7 +60,7 @@ async def current_token(
     if token is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "unknown or revoked token",
+            "unknown, revoked or expired token",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return token

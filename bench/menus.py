@@ -23,6 +23,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -236,6 +237,7 @@ async def main(customers: int, database_url: str, connections: int) -> None:
         common = {
             **os.environ,
             "NUDGE_DATABASE_URL": url,
+            "NUDGE_SECRET_KEY": os.environ.get("NUDGE_SECRET_KEY") or secrets.token_urlsafe(32),
             "NUDGE_TEMPORAL__ADDRESS": env.client.service_client.config.target_host,
             "NUDGE_TEMPORAL__TASK_QUEUE": task_queue,
             "NUDGE_WHATSAPP__TOKEN": graph.token,

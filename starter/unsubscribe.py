@@ -14,7 +14,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse
 
 from dependencies import SettingsDep, StoreDep
-from links import read_unsubscribe_token, secret_key
+from domain.policy import OptOutSource
+from links import SecretKeyMissing, read_unsubscribe_token, secret_key
 
 router = APIRouter(tags=["unsubscribe"])
 
@@ -25,7 +26,14 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title
 
 
 def _read(token: str, settings: SettingsDep) -> tuple[str, str]:
-    found = read_unsubscribe_token(secret_key(settings), token)
+    try:
+        key = secret_key(settings)
+    except SecretKeyMissing as exc:  # `nudge serve` refuses to start so; an app built in code
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "unsubscribe links cannot be read: the service has no NUDGE_SECRET_KEY",
+        ) from exc
+    found = read_unsubscribe_token(key, token)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "token: this unsubscribe link is not valid")
     return found
@@ -58,7 +66,7 @@ async def unsubscribe(
         address,
         scope="marketing",
         reason="one-click unsubscribe" if one_click else "unsubscribe link",
-        source="unsubscribe_link",
+        source=OptOutSource.unsubscribe_link,
     )
     return HTMLResponse(
         PAGE.format(

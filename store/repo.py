@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -117,6 +117,41 @@ class TokenInfo:
     id: int
     name: str
     role: Role
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as ``nudge token list`` shows it: everything but the secret."""
+
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ApiToken) -> TokenRecord:
+        return cls(
+            id=row.id,
+            name=row.name,
+            role=Role(row.role),
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+        )
+
+    def active(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+TOKEN_NAME_MAX = 120
+"""The ``api_tokens.name`` column's length."""
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+"""``last_used_at`` is written at most this often per token: enough to tell a live token from
+a forgotten one, without turning every API read into a database write."""
 
 
 def hash_token(token: str) -> str:
@@ -391,24 +426,63 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
 
     # --- API tokens -----------------------------------------------------------------
 
-    def create_token(self, role: Role, name: str = "") -> str:
+    def create_token(
+        self, role: Role, name: str = "", *, expires_at: datetime | None = None
+    ) -> str:
+        """The token itself, which exists only in the caller's hands: the table keeps its hash."""
+        name = name or f"{role.value} token"
+        if len(name) > TOKEN_NAME_MAX:
+            raise ValueError(f"name: at most {TOKEN_NAME_MAX} characters, not {len(name)}")
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise ValueError("expires_at: give a time zone (UTC)")
         token = "ndg_" + secrets.token_urlsafe(32)
         with self.sessions.begin() as session:
             session.add(
-                ApiToken(
-                    name=name or f"{role.value} token", role=role, token_hash=hash_token(token)
-                )
+                ApiToken(name=name, role=role, token_hash=hash_token(token), expires_at=expires_at)
             )
         return token
 
-    def verify_token(self, token: str) -> TokenInfo | None:
-        with self.sessions.begin() as session:
+    def verify_token(self, token: str, *, now: datetime | None = None) -> TokenInfo | None:
+        """The token's holder, or None for an unknown, revoked or expired token.
+
+        Runs on every API request, so it only reads; ``last_used_at`` is written when it is
+        ``LAST_USED_RESOLUTION`` old, and by a conditional UPDATE, so processes answering the
+        same token at once still write it once."""
+        now = now or utcnow()
+        with self.sessions() as session:
             row = session.scalar(
                 select(ApiToken).where(
                     ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
                 )
             )
+        if row is None or (row.expires_at is not None and row.expires_at <= now):
+            return None
+        stale = now - LAST_USED_RESOLUTION
+        if row.last_used_at is None or row.last_used_at < stale:
+            with self.sessions.begin() as session:
+                session.execute(
+                    update(ApiToken)
+                    .where(
+                        ApiToken.id == row.id,
+                        (ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < stale),
+                    )
+                    .values(last_used_at=now)
+                )
+        return TokenInfo(id=row.id, name=row.name, role=Role(row.role))
+
+    def list_tokens(self) -> list[TokenRecord]:
+        with self.sessions() as session:
+            rows = session.scalars(select(ApiToken).order_by(ApiToken.id))
+            return [TokenRecord.of(row) for row in rows]
+
+    def revoke_token(self, token_id: int, *, now: datetime | None = None) -> TokenRecord | None:
+        """The token as it now stands, None when there is no such id. Revoking twice keeps the
+        first time: that is when access ended."""
+        with self.sessions.begin() as session:
+            row = session.get(ApiToken, token_id)
             if row is None:
                 return None
-            row.last_used_at = utcnow()
-            return TokenInfo(id=row.id, name=row.name, role=Role(row.role))
+            if row.revoked_at is None:
+                row.revoked_at = now or utcnow()
+            session.flush()
+            return TokenRecord.of(row)

@@ -9,13 +9,15 @@ import sys
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+SECRET_KEY = "end-to-end-test-secret-key-0123456789"
+"""``nudge worker`` refuses to start without NUDGE_SECRET_KEY; a test may give its own."""
 
 
 class WorkerProcess:
     """``nudge worker`` with the given environment; ``kill()`` is a hard SIGKILL, as a crash."""
 
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env = {**os.environ, **env}
+        self.env = {"NUDGE_SECRET_KEY": SECRET_KEY, **os.environ, **env}
         self.cwd = cwd
         self.log = cwd / "worker.log"
         self.process: subprocess.Popen[bytes] | None = None

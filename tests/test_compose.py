@@ -44,10 +44,11 @@ INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}
 
 
 def setting_env_names(model: type[BaseModel], prefix: str = "NUDGE_") -> set[str]:
-    """Every environment variable the settings tree reads: nested models become ``A__B``."""
+    """Every environment variable the settings tree reads: nested models become ``A__B``,
+    a field with an alias is read by its alias (``smtp.from_`` is ``NUDGE_SMTP__FROM``)."""
     names: set[str] = set()
     for name, field in model.model_fields.items():
-        env_name = f"{prefix}{name}".upper()
+        env_name = f"{prefix}{field.alias or name}".upper()
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             names |= setting_env_names(annotation, f"{env_name}__")
@@ -56,12 +57,18 @@ def setting_env_names(model: type[BaseModel], prefix: str = "NUDGE_") -> set[str
     return names
 
 
-def environment(service: str) -> dict[str, str]:
-    """A service's environment as a mapping, whether written as a mapping or a list."""
+def raw_environment(service: str) -> dict[str, str | None]:
+    """A service's environment as written; None for a bare ``NAME`` (compose passes the value
+    from .env or the shell when one is set, and leaves the variable unset otherwise)."""
     env = SERVICES[service].get("environment") or {}
     if isinstance(env, list):
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(key): "" if value is None else str(value) for key, value in env.items()}
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return {str(key): None if value is None else str(value) for key, value in env.items()}
+
+
+def environment(service: str) -> dict[str, str]:
+    """A service's environment as a mapping, whether written as a mapping or a list."""
+    return {key: value or "" for key, value in raw_environment(service).items()}
 
 
 def resolved(value: str) -> str:
@@ -229,13 +236,80 @@ def test_app_environment_is_valid_settings_with_nothing_set(
     for name in list(os.environ):
         if name.startswith("NUDGE_"):
             monkeypatch.delenv(name)
-    for key, value in environment(service).items():
-        monkeypatch.setenv(key, resolved(value))
+    for key, value in raw_environment(service).items():
+        if value is not None:  # a bare pass-through of nothing is left unset
+            monkeypatch.setenv(key, resolved(value))
     try:
         parsed = settings.Settings(_env_file=None)
     except Exception as exc:
         pytest.fail(f"{service!r}'s environment is not valid settings: {exc}")
     assert parsed.database_url == resolved(environment(service)["NUDGE_DATABASE_URL"])
+
+
+# --- (b2) one .env reaches the worker and the api alike ---------------------------------------
+
+FIXED_BY_THE_STACK = {
+    "NUDGE_DATABASE_URL",
+    "NUDGE_TEMPORAL__ADDRESS",
+    "NUDGE_TEMPORAL__NAMESPACE",
+    "NUDGE_HTTP__PORT",
+}
+"""Where the services find each other inside the compose network: not the operator's to set."""
+SECRET_KEY_REQUIRED = re.compile(r"\$\{NUDGE_SECRET_KEY:\?[^}]+\}")
+
+
+def passes_through(name: str, value: str | None) -> bool:
+    """The value comes from .env or the shell under the same name (bare, or ``${NAME...}``)."""
+    if value is None:
+        return True
+    match = INTERPOLATION.fullmatch(value)
+    return match is not None and match.group(1) == name
+
+
+@pytest.mark.parametrize("service", ["worker", "api"])
+def test_every_setting_reaches_the_worker_and_the_api(service: str) -> None:
+    """A setting left out here is silently its default in the container, whatever .env says
+    (how a provider's credentials or the secret key went missing before)."""
+    missing = sorted(setting_env_names(settings.Settings) - set(raw_environment(service)))
+    assert not missing, f"{service!r} is not given {missing}; add them to x-nudge-env"
+
+
+@pytest.mark.parametrize("service", ["worker", "api"])
+def test_settings_come_from_env_unless_the_stack_fixes_them(service: str) -> None:
+    env = raw_environment(service)
+    fixed = FIXED_BY_THE_STACK | ({"NUDGE_HTTP__HOST"} if service == "api" else set())
+    hard_coded = sorted(
+        name
+        for name, value in env.items()
+        if name.startswith("NUDGE_") and name not in fixed and not passes_through(name, value)
+    )
+    assert not hard_coded, f"{service!r} does not take {hard_coded} from .env or the shell"
+
+
+def test_the_secret_key_is_required_and_the_same_for_worker_and_api() -> None:
+    """Links the worker makes must open in the api: one key, and compose stops without it."""
+    values = {service: raw_environment(service).get("NUDGE_SECRET_KEY") for service in APP_COMMANDS}
+    for service, value in values.items():
+        assert value is not None and SECRET_KEY_REQUIRED.fullmatch(value), (
+            f"{service!r} must require the key: NUDGE_SECRET_KEY: "
+            "${NUDGE_SECRET_KEY:?set NUDGE_SECRET_KEY in .env}, not " + repr(value)
+        )
+    assert len(set(values.values())) == 1
+
+
+def test_worker_and_api_share_one_environment() -> None:
+    worker, api = raw_environment("worker"), raw_environment("api")
+    worker.pop("NUDGE_HTTP__HOST", None)
+    api.pop("NUDGE_HTTP__HOST", None)
+    assert worker == api, "the worker and the api must read the same settings (x-nudge-env)"
+
+
+def test_the_pass_through_checks_catch_what_they_should() -> None:
+    assert passes_through("NUDGE_A", None) and passes_through("NUDGE_A", "${NUDGE_A:-x}")
+    assert not passes_through("NUDGE_A", "${NUDGE_B}") and not passes_through("NUDGE_A", "x")
+    assert "NUDGE_SMTP__FROM" in setting_env_names(settings.Settings)
+    assert SECRET_KEY_REQUIRED.fullmatch("${NUDGE_SECRET_KEY:?set it}")
+    assert not SECRET_KEY_REQUIRED.fullmatch("${NUDGE_SECRET_KEY:-}")
 
 
 # --- (c) the API listens where it is published ---------------------------------------------

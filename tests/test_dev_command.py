@@ -33,7 +33,7 @@ class DevStack:
         self.output = ""
 
     def start(self) -> str:
-        """Start and return the admin token it prints."""
+        """Start and return the admin token it prints (``new`` or ``reused`` from ``.nudge/``)."""
         self.process = subprocess.Popen(
             [str(BIN / "nudge"), "dev"],
             cwd=self.workdir,
@@ -49,7 +49,7 @@ class DevStack:
             if not line and self.process.poll() is not None:
                 break
             self.output += line
-            if match := re.search(r"Admin token \(shown once\): (\S+)", line):
+            if match := re.search(r"Admin token \((?:new|reused), kept in [^)]*\): (\S+)", line):
                 return match.group(1)
         raise AssertionError(f"nudge dev did not come up:\n{self.output}")
 
@@ -113,8 +113,10 @@ def test_nudge_dev_runs_the_stack_and_keeps_state(tmp_path: Path) -> None:
     assert (tmp_path / ".nudge" / "temporal.db").exists()
 
     second = DevStack(tmp_path, temporal_port, ui_port, http_port)
-    token = second.start()
+    first_token, token = token, second.start()
     try:
+        assert "Admin token (new" in stack.output and "Admin token (reused" in second.output
+        assert token == first_token, "a restart reuses the token kept in .nudge/dev-token"
         assert wait_healthy(second.http).status_code == 200
         auth = {"Authorization": f"Bearer {token}"}
         running = httpx.get(f"{second.http}/v1/followups/running", headers=auth, timeout=10)
