@@ -1,21 +1,61 @@
-"""The one way every process connects to Temporal: same address, namespace and converter."""
+"""The one way every process connects to Temporal: same address, namespace, converter (and,
+when configured, payload encryption, TLS and API key)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
+from temporalio.service import TLSConfig
 
-from settings import Settings
+from payload_codec import EncryptionCodec, parse_keys
+from settings import Settings, TemporalSettings
+
+
+def data_converter(settings: TemporalSettings) -> DataConverter:
+    """Pydantic payloads, encrypted when ``NUDGE_TEMPORAL__ENCRYPTION_KEY`` is set."""
+    codec = payload_codec(settings)
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+
+
+def payload_codec(settings: TemporalSettings) -> EncryptionCodec | None:
+    keys = parse_keys(settings.encryption_key.get_secret_value())
+    return EncryptionCodec(keys) if keys else None
+
+
+def connect_options(settings: TemporalSettings) -> dict[str, Any]:
+    """Keyword arguments for ``Client.connect``: kept apart so what reaches a managed
+    Temporal service (TLS, client certificate, API key) can be checked without one."""
+    tls: TLSConfig | bool = False
+    if settings.uses_tls:
+        tls = TLSConfig(
+            server_root_ca_cert=_read(settings.tls_ca),
+            domain=settings.tls_server_name or None,
+            client_cert=_read(settings.tls_cert),
+            client_private_key=_read(settings.tls_key),
+        )
+    return {
+        "target_host": settings.address,
+        "namespace": settings.namespace,
+        "data_converter": data_converter(settings),
+        "tls": tls,
+        "api_key": settings.api_key.get_secret_value() or None,
+    }
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()
 
 
 async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal.address,
-        namespace=settings.temporal.namespace,
-        data_converter=pydantic_data_converter,
-    )
+    return await Client.connect(**connect_options(settings.temporal))
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:

@@ -31,7 +31,12 @@ from domain.policy import Keyword, opt_keyword
 from settings import Settings
 from store.repo import Store
 from workflows.menu_conversation import MenuConversation, start_options
-from workflows.menu_payloads import MenuConversationInput, MenuMessage, workflow_id_for
+from workflows.menu_payloads import (
+    MenuConversationInput,
+    MenuMessage,
+    legacy_workflow_id_for,
+    workflow_id_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +87,7 @@ class MenuRouter:
     async def in_order(self, channel: ChannelName, address: str) -> AsyncIterator[None]:
         """Hold while recording one customer's message and submitting it: their messages are
         then stored and routed in the order the webhooks arrived (asyncio locks are FIFO)."""
-        key = workflow_id_for(channel.value, address)
+        key = _customer(channel, address)
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._holders[key] = self._holders.get(key, 0) + 1
         try:
@@ -95,7 +100,7 @@ class MenuRouter:
 
     def submit(self, routed: RoutedMessage) -> asyncio.Task[str]:
         """Route after the customer's earlier messages; returns at once."""
-        key = workflow_id_for(routed.channel.value, routed.address)
+        key = _customer(routed.channel, routed.address)
         previous = self._tails.get(key)
         if routed.inbound_id is not None:
             self._in_flight.add(routed.inbound_id)
@@ -147,16 +152,22 @@ class MenuRouter:
         for row in taken:
             if row.inbound_id in self._in_flight:
                 continue  # still queued behind the customer's earlier messages here
-            keyword = opt_keyword(row.body) if row.kind == "text" else None
+            contact_id = row.contact_id
+            if contact_id is None:  # the contact was deleted since: the address is one again
+                contact_id = await asyncio.to_thread(
+                    self.store.contact_for, row.channel, row.address
+                )
+            # Only a STOP changes the routing; a START acted when it was first stored.
+            stop = row.kind == "text" and opt_keyword(row.body) == Keyword.stop
             self.submit(
                 RoutedMessage(
                     channel=ChannelName(row.route_channel),
                     address=row.address,
-                    contact_id=row.contact_id or 0,
+                    contact_id=contact_id,
                     message=MenuMessage(
                         row.provider_message_id, row.body, row.reply_id, row.received_at
                     ),
-                    keyword=keyword,
+                    keyword=Keyword.stop if stop else None,
                     inbound_id=row.inbound_id,
                 )
             )
@@ -181,19 +192,31 @@ class MenuRouter:
     async def route(self, routed: RoutedMessage) -> str:
         """What was done: ``opt_out``, ``conversation``, ``trigger:{menu}`` (signalled with start:
         the running conversation, if any, got it), ``fallback``, or
-        ``ignored``."""
+        ``ignored``.
+
+        A conversation begun before ids named the contact runs under the address's id
+        (``legacy_workflow_id_for``) until it ends: a message for no run under the new id goes
+        there while it lives, and only then starts anything."""
         client = await self._temporal()
-        workflow_id = workflow_id_for(routed.channel.value, routed.address)
+        workflow_id = workflow_id_for(routed.channel.value, routed.contact_id)
+        legacy_id = legacy_workflow_id_for(routed.channel.value, routed.address)
         if routed.keyword == Keyword.stop:
-            await _signal(client, workflow_id, "opted_out")
+            if not await _signal(client, workflow_id, "opted_out"):
+                await _signal(client, legacy_id, "opted_out")
             return "opt_out"
-        # START/YES/UNSTOP opted the contact back in and are still words of the conversation
-        # ("yes" answers a question), so they go on like any other message.
+        # A START that opted the contact back in (``Keyword.start``) is still a word of the
+        # conversation, and a "yes" that lifted nothing was never an opt-in: both go on like
+        # any other message ("yes" answers a question).
         menu = pick_menu(await self._active_menus(), routed.message.text)
         if menu is not None:
+            # Nothing starts under the new id while the old one runs (both never run at once).
+            if await _signal(client, legacy_id, "message", routed.message):
+                return "conversation"
             await self._start(client, routed, menu=menu)
             return f"trigger:{menu.name}"
         if await _signal(client, workflow_id, "message", routed.message):
+            return "conversation"
+        if await _signal(client, legacy_id, "message", routed.message):
             return "conversation"
         return await self._fallback(client, routed)
 
@@ -234,8 +257,13 @@ class MenuRouter:
             task_queue=self.settings.temporal.task_queue,
             start_signal="message",
             start_signal_args=[routed.message],
-            **start_options(routed.channel, routed.address, routed.contact_id, menu).options(),
+            **start_options(routed.channel, routed.contact_id, menu).options(),
         )
+
+
+def _customer(channel: ChannelName, address: str) -> str:
+    """Whose messages are kept in order in this process (a key, never sent anywhere)."""
+    return f"{channel.value}:{address}"
 
 
 def _transient(error: Exception) -> bool:

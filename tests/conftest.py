@@ -7,10 +7,12 @@ slow part; tests keep apart by task queue and by unique workflow ids.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from store.db import upgrade
@@ -78,7 +81,7 @@ async def fresh_time_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal CLI dev server (the one `nudge dev` runs), with our search attributes."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
@@ -93,6 +96,22 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture
+async def dev_env(dev_server: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvironment]:
+    """The shared dev server, left with no running workflow by each test that used it.
+
+    Workflow ids carry contact ids, and every test's fresh database numbers its contacts
+    from 1: a conversation a test left running would receive the next test's messages.
+    """
+    yield dev_server
+    client = dev_server.client
+    async for execution in client.list_workflows("ExecutionStatus = 'Running'"):
+        with contextlib.suppress(RPCError):  # it ended meanwhile
+            await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
+                reason="the test that started it has ended"
+            )
 
 
 @pytest.fixture
@@ -118,16 +137,14 @@ def store(sqlite_url: str) -> Iterator[Store]:
     the_store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database of each kind: SQLite always, PostgreSQL where CI provides it."""
-    if request.param == "sqlite":
-        url = _sqlite_url(tmp_path)
+@contextmanager
+def _fresh_database(kind: str, directory: Path) -> Iterator[str]:
+    """A new, migrated database of the kind asked for, dropped afterwards (PostgreSQL)."""
+    if kind == "sqlite":
+        url = _sqlite_url(directory)
         upgrade(url)
         yield url
         return
-    if not POSTGRES_URL:
-        pytest.skip("PostgreSQL tests skipped: NUDGE_TEST_POSTGRES_URL is not set (CI sets it)")
     name = f"nudge_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -140,6 +157,33 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database of each kind: SQLite always, PostgreSQL where CI provides it."""
+    if request.param == "postgresql" and not POSTGRES_URL:
+        pytest.skip("PostgreSQL tests skipped: NUDGE_TEST_POSTGRES_URL is not set (CI sets it)")
+    with _fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, for what only PostgreSQL enforces."""
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL tests skipped: NUDGE_TEST_POSTGRES_URL is not set (CI sets it)")
+    with _fresh_database("postgresql", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_db_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database for a whole module: PostgreSQL where CI provides it (its column lengths
+    and types are the stricter), else SQLite."""
+    kind = "postgresql" if POSTGRES_URL else "sqlite"
+    with _fresh_database(kind, tmp_path_factory.mktemp("db")) as url:
+        yield url
 
 
 @pytest.fixture

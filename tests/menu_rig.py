@@ -61,8 +61,13 @@ class Rig:
     channel: ChannelName = ChannelName.whatsapp
 
     @property
+    def contact_id(self) -> int:
+        """The contact ``PHONE`` is (created on first use, as the first message would)."""
+        return self.store.contact_for("whatsapp", PHONE)
+
+    @property
     def workflow_id(self) -> str:
-        return workflow_id_for(self.channel.value, PHONE)
+        return workflow_id_for(self.channel.value, self.contact_id)
 
     def handle(self) -> WorkflowHandle[Any, Any]:
         return self.env.client.get_workflow_handle(self.workflow_id)

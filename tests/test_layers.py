@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {
     "activities", "api", "bench", "cli", "dependencies", "domain", "integrations", "links",
-    "service", "settings", "starter", "store", "temporal_client", "tests", "worker", "workflows",
+    "payload_codec", "service", "settings", "starter", "store", "temporal_client", "tests",
+    "worker", "workflows",
 }  # fmt: skip
 MAY_NOT_IMPORT = {
     "domain": OURS - {"domain"},
@@ -21,7 +22,7 @@ MAY_NOT_IMPORT = {
     "activities": {"workflows", "api", "starter", "service", "worker", "dependencies", "cli",
                    "temporal_client"},
     "workflows": {"integrations", "store", "api", "starter", "service", "worker",
-                  "dependencies", "settings", "cli", "links", "temporal_client"},
+                  "dependencies", "settings", "cli", "links", "temporal_client", "payload_codec"},
     "api": {"starter", "service", "worker", "cli"},
     "starter": {"api", "service", "worker", "cli"},
 }  # fmt: skip

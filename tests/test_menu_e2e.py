@@ -131,8 +131,9 @@ async def stack(
                     yield Stack(graph, hooks, api, store, twilio, app_server.url)
             # The dev server is shared and every test writes as the same customer: end what
             # this test left running, so the next one starts its own conversation.
+            contact = store.contact_for("whatsapp", f"+{CUSTOMER}")
             for channel in ("whatsapp", "whatsapp_twilio"):
-                handle = dev_env.client.get_workflow_handle(f"menu:{channel}:+{CUSTOMER}")
+                handle = dev_env.client.get_workflow_handle(f"menu:{channel}:{contact}")
                 with contextlib.suppress(RPCError):
                     await handle.terminate("test finished")
     store.close()
@@ -243,7 +244,8 @@ async def test_an_agent_releases_a_handed_off_conversation(stack: Stack) -> None
     sent = await stack.sent(2)
     assert sent[1]["text"]["body"] == "An agent will reply soon."
 
-    conversation = f"/v1/menu-conversations/menu:whatsapp:+{CUSTOMER}"
+    contact = stack.store.contact_for("whatsapp", f"+{CUSTOMER}")
+    conversation = f"/v1/menu-conversations/menu:whatsapp:{contact}"
     await wait_for(lambda: bool(stack.store.list_menu_sessions("main_menu", status="handed_off")))
     view = (await stack.api.get(conversation)).json()
     assert (view["menu"], view["step"], view["handed_off"]) == ("main_menu", "agent", True)
@@ -262,7 +264,7 @@ async def test_an_agent_releases_a_handed_off_conversation(stack: Stack) -> None
     assert [s.status for s in sessions] == ["handed_off"], "the message started another menu"
     assert sessions[0].transcript[-1]["text"] == "hello, is someone there?"
 
-    assert (await stack.api.get("/v1/menu-conversations/menu:whatsapp:+1999")).status_code == 404
+    assert (await stack.api.get("/v1/menu-conversations/menu:whatsapp:999999")).status_code == 404
     assert (await stack.api.get("/v1/menu-conversations/followup:x")).status_code == 422
 
 

@@ -180,7 +180,8 @@ async def test_a_message_whose_routing_failed_is_answered_once_temporal_is_back(
                     assert response.status_code == 200
                 await up.state.menu_router.drain()
                 await asyncio.sleep(0.5)
-            handle = dev_env.client.get_workflow_handle(f"menu:whatsapp:+{CUSTOMER}")
+            contact = store.contact_for("whatsapp", f"+{CUSTOMER}")
+            handle = dev_env.client.get_workflow_handle(f"menu:whatsapp:{contact}")
             view = await handle.query(MenuConversation.view)
             assert view is not None and view.step == "initial"
             await handle.terminate("test finished")

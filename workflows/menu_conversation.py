@@ -1,7 +1,9 @@
 """MenuConversation: one customer's WhatsApp menu conversation, start to end.
 
 The original system kept each customer's place in a state table and swept stale rows with a cron job.
-Here the conversation is a workflow with id ``menu:{channel}:{phone}``: the webhook starts it
+Here the conversation is a workflow with id ``menu:{channel}:{contact id}`` (never the phone
+number: ids, summaries and search attributes are readable by anyone who can see the namespace;
+the address travels only in payloads, which a payload codec can encrypt): the webhook starts it
 (or feeds it) with signal-with-start, the customer's messages queue up and are handled one at
 a time in arrival order, the saved answers live in the workflow, and the 24-hour inactivity
 expiry is a durable timer that every customer message pushes back.
@@ -20,7 +22,6 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.menus import (
@@ -40,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.status import MenuStatus, OutboxStatus, SendStatus
     from domain.text import clamp, fill, fill_interactive, words
     from domain.transcripts import TranscriptEntry
+    from workflows.bookkeeping import BOOKKEEPING, recorded
     from workflows.delivery import send
     from workflows.menu_payloads import (
         MenuConversationInput,
@@ -57,10 +59,8 @@ KIND = "menu"
 # activities, without a round trip through the server. Anything a customer or an operator
 # sees (sends, outcomes, events) is a regular activity: a local activity runs again, or
 # on a path the workflow then does not take, when its workflow task is discarded (e.g. a
-# message arriving while the run completes).
-BOOKKEEPING = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
-)
+# message arriving while the run completes). All of them retry for minutes, not forever
+# (``workflows.bookkeeping``).
 RESTART_WORDS = (["menu"], ["restart"])
 NOT_UNDERSTOOD = "Sorry, I did not understand that."
 UNAVAILABLE = "Sorry, that option is not available right now."
@@ -81,12 +81,13 @@ ENDED_BY_AGENT_OR_TIME = (MenuStatus.completed, MenuStatus.expired, MenuStatus.h
 
 
 def start_options(
-    channel: ChannelName, address: str, contact_id: int | None, menu: MenuDefinition | None
+    channel: ChannelName, contact_id: int, menu: MenuDefinition | None
 ) -> WorkflowStart:
-    """One conversation per customer and channel; a new one starts once the last has ended."""
-    who = f"contact {contact_id}" if contact_id is not None else "a new contact"
+    """One conversation per customer and channel; a new one starts once the last has ended.
+    Takes no address, so none can reach the id, the summary or the search attributes."""
+    who = f"contact {contact_id}"
     return WorkflowStart(
-        id=workflow_id_for(channel.value, address),
+        id=workflow_id_for(channel.value, contact_id),
         search_attributes=at_start(KIND, MenuStatus.active.value, channel.value),
         summary=f"Menu {menu.name} with {who}" if menu else f"Message from {who}",
     )
@@ -223,11 +224,14 @@ class MenuConversation:
         menu as its trigger); the others get the fallback auto-reply, if one is due."""
         while self._pending and not self._opted_out:
             message = self._pending[0]
-            menu = await workflow.execute_local_activity_method(
-                MenuActivities.pick_menu,
-                message.text,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=BOOKKEEPING,
+            menu = await recorded(
+                "read the menus",
+                workflow.execute_local_activity_method(
+                    MenuActivities.pick_menu,
+                    message.text,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=BOOKKEEPING,
+                ),
             )
             if menu is not None:
                 return self._fresh(menu, message)
@@ -235,23 +239,29 @@ class MenuConversation:
             reply = start.fallback_text.strip()
             if not reply or not message.text.strip():
                 continue
-            if await workflow.execute_activity_method(
-                MenuActivities.claim_fallback,
-                # Keyed by the address's channel: the same person over Twilio's WhatsApp and
-                # the Cloud API is one contact, with one fallback per period.
-                FallbackClaim(
-                    address_channel(start.channel.value),
-                    start.address,
-                    workflow.now(),
-                    start.fallback_period,
+            if await recorded(
+                "record the fallback reply",
+                workflow.execute_activity_method(
+                    MenuActivities.claim_fallback,
+                    # Keyed by the address's channel: the same person over Twilio's WhatsApp
+                    # and the Cloud API is one contact, with one fallback per period.
+                    FallbackClaim(
+                        address_channel(start.channel.value),
+                        start.address,
+                        workflow.now(),
+                        start.fallback_period,
+                    ),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=BOOKKEEPING,
                 ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=BOOKKEEPING,
             ):
                 self._fallbacks += 1
                 await send(
                     DeliverRequest(
-                        idempotency_key=f"fallback:{start.channel.value}:{start.address}:"
+                        # The contact, not the address: keys are kept in the outbox and
+                        # in histories. A fallback is scheduled once per message, so a run
+                        # that scheduled one with the older key never schedules it again.
+                        idempotency_key=f"fallback:{start.channel.value}:{start.contact_id}:"
                         f"{message.provider_message_id}",
                         workflow_id=workflow.info().workflow_id,
                         channel=start.channel,
@@ -377,11 +387,14 @@ class MenuConversation:
         if target == state.menu.name:  # this menu again, from its start
             state.context = {}
             return await self._show(start, state, state.menu.start)
-        other = await workflow.execute_local_activity_method(
-            MenuActivities.load_menu,
-            target,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=BOOKKEEPING,
+        other = await recorded(
+            f"read the menu {target!r}",
+            workflow.execute_local_activity_method(
+                MenuActivities.load_menu,
+                target,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
+            ),
         )
         if other is None:
             await self._send(start, state, text=UNAVAILABLE)
@@ -411,19 +424,22 @@ class MenuConversation:
         if ending is not None or step.kind != "end":
             return ending
         if step.event:
-            await workflow.execute_activity_method(
-                MenuActivities.emit_event,
-                MenuEvent(
-                    idempotency_key=f"{state.session_id}:{name}",
-                    name=step.event,
-                    menu=state.menu.name,
-                    channel=start.channel.value,
-                    address=start.address,
-                    context=dict(state.context),
-                    occurred_at=workflow.now(),
+            await recorded(
+                f"record the event {step.event!r}",
+                workflow.execute_activity_method(
+                    MenuActivities.emit_event,
+                    MenuEvent(
+                        idempotency_key=f"{state.session_id}:{name}",
+                        name=step.event,
+                        menu=state.menu.name,
+                        channel=start.channel.value,
+                        address=start.address,
+                        context=dict(state.context),
+                        occurred_at=workflow.now(),
+                    ),
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=BOOKKEEPING,
                 ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=BOOKKEEPING,
             )
         if step.handoff:
             state.handed_off = True
@@ -498,18 +514,21 @@ class MenuConversation:
 
     async def _start_session(self, start: MenuConversationInput, state: MenuState) -> None:
         workflow.upsert_search_attributes([NUDGE_STATUS.value_set(MenuStatus.active.value)])
-        await workflow.execute_local_activity_method(
-            MenuActivities.start_session,
-            SessionStart(
-                session_id=state.session_id,
-                workflow_id=workflow.info().workflow_id,
-                menu=state.menu.name,
-                channel=start.channel.value,
-                address=start.address,
-                started_at=workflow.now(),
+        await recorded(
+            "record the session's start",
+            workflow.execute_local_activity_method(
+                MenuActivities.start_session,
+                SessionStart(
+                    session_id=state.session_id,
+                    workflow_id=workflow.info().workflow_id,
+                    menu=state.menu.name,
+                    channel=start.channel.value,
+                    address=start.address,
+                    started_at=workflow.now(),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
             ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=BOOKKEEPING,
         )
 
     async def _record_end(
@@ -519,18 +538,21 @@ class MenuConversation:
             workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status.value)])
         if not state.started:
             return
-        await workflow.execute_activity_method(
-            MenuActivities.end_session,
-            SessionEnd(
-                session_id=state.session_id,
-                status=status,
-                last_step=state.step,
-                ended_at=workflow.now(),
-                context=dict(state.context),
-                transcript=list(state.transcript),
+        await recorded(
+            "record the session's answers and transcript",
+            workflow.execute_activity_method(
+                MenuActivities.end_session,
+                SessionEnd(
+                    session_id=state.session_id,
+                    status=status,
+                    last_step=state.step,
+                    ended_at=workflow.now(),
+                    context=dict(state.context),
+                    transcript=list(state.transcript),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
             ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=BOOKKEEPING,
         )
 
 

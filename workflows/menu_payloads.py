@@ -20,7 +20,16 @@ HISTORY_LIMIT = 4000
 """Events after which the conversation continues as new, well before Temporal's limits."""
 
 
-def workflow_id_for(channel: str, address: str) -> str:
+def workflow_id_for(channel: str, contact_id: int) -> str:
+    """Nudge's contact id, never the phone number: ids are listed, searched and shown to
+    anyone who can see the namespace, and kept in every history."""
+    return f"menu:{channel}:{contact_id}"
+
+
+def legacy_workflow_id_for(channel: str, address: str) -> str:
+    """The id conversations had before ids used the contact: the router still delivers to a
+    run under it while one lives (the longest a run lives is its menu's expiry after the last
+    message). Nothing starts a run under it."""
     return f"menu:{channel}:{address}"
 
 
