@@ -21,9 +21,12 @@ from domain.channels import WHATSAPP_CHANNELS, ChannelName, MessageClass
 from domain.delivery import ContactPolicyCheck, DeliverRequest, DeliveryOutcome, PolicyAnswer
 from domain.policy import (
     Decision,
+    HoldReason,
+    OptOutSource,
     Verdict,
     frequency_until,
     parse_clock,
+    quiet_hours_apply,
     quiet_until,
     whatsapp_window_open,
 )
@@ -102,7 +105,10 @@ class DeliveryActivities:
         decision = await self.decide(request, contact_id, count_cap=False)
         if decision.verdict == Verdict.wait:
             return DeliveryOutcome(
-                SendStatus.wait, not_before=decision.not_before, reason=decision.reason
+                SendStatus.wait,
+                not_before=decision.not_before,
+                reason=decision.reason,
+                timezone=decision.timezone,
             )
         refused = decision.verdict in (Verdict.suppressed, Verdict.outside_whatsapp_window)
         message = self._message(request, use_template=decision.verdict == Verdict.send_template)
@@ -120,7 +126,10 @@ class DeliveryActivities:
             )
         except FrequencyCapped as capped:  # a concurrent send took the last place
             return DeliveryOutcome(
-                SendStatus.wait, not_before=capped.not_before, reason="frequency cap"
+                SendStatus.wait,
+                not_before=capped.not_before,
+                reason=HoldReason.frequency_cap,
+                timezone=decision.timezone,
             )
         if row.status != OutboxStatus.pending:
             return await self._as_stored(request)
@@ -150,7 +159,9 @@ class DeliveryActivities:
             as_of=policy_now(check.as_of),
         )
         decision = await self.decide(request, check.contact_id)
-        return PolicyAnswer(decision.verdict, decision.not_before, decision.reason)
+        return PolicyAnswer(
+            decision.verdict, decision.not_before, decision.reason, timezone=decision.timezone
+        )
 
     @activity.defn(name="post_reply")
     async def post_helpdesk_reply(self, request: PostReplyInput) -> PostReplyResult:
@@ -217,24 +228,26 @@ class DeliveryActivities:
                 verdict = Verdict.send_template
         if not marketing:
             return Decision(verdict)
-        waits: list[tuple[datetime, str]] = []
-        quiet = quiet_until(
-            now,
-            facts.timezone or self.policy.default_timezone,
-            parse_clock(self.policy.quiet_hours_start),
-            parse_clock(self.policy.quiet_hours_end),
-        )
-        if quiet is not None:
-            waits.append((quiet, "quiet hours"))
+        zone = facts.timezone or self.policy.default_timezone
+        waits: list[tuple[datetime, HoldReason]] = []
+        if quiet_hours_apply(request.channel, self.policy.quiet_hours_channels):
+            quiet = quiet_until(
+                now,
+                zone,
+                parse_clock(self.policy.quiet_hours_start),
+                parse_clock(self.policy.quiet_hours_end),
+            )
+            if quiet is not None:
+                waits.append((quiet, HoldReason.quiet_hours))
         capped = frequency_until(
             facts.marketing_times, now, self.policy.frequency_cap, self.policy.frequency_window
         )
         if capped is not None:
-            waits.append((capped, "frequency cap"))
+            waits.append((capped, HoldReason.frequency_cap))
         if waits:
             until, why = max(waits)
-            return Decision(Verdict.wait, not_before=until, reason=why)
-        return Decision(verdict)
+            return Decision(Verdict.wait, not_before=until, reason=why, timezone=zone)
+        return Decision(verdict, timezone=zone)
 
     def _cap(self, request: DeliverRequest, contact_id: int | None) -> FrequencyCap | None:
         """The frequency cap for the claim, or None when it does not apply."""
@@ -383,7 +396,7 @@ class DeliveryActivities:
             where, address = self._address(request)
             await db(
                 self.store.suppress, where, address, scope="all",
-                reason=str(error), source="provider",
+                reason=str(error), source=OptOutSource.provider_block,
             )  # fmt: skip
             await db(self.store.mark_outbox, key, OutboxStatus.suppressed, error=str(error))
             return DeliveryOutcome(SendStatus.suppressed, reason=f"suppressed: {error}")

@@ -14,6 +14,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserToken
+from domain import limits
+from domain.addresses import REAMAZE_SLUG
 from domain.durations import Duration
 from domain.status import FollowUpStatus
 from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, start_options
@@ -23,14 +25,22 @@ router = APIRouter(tags=["follow-ups"])
 
 Slug = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[\w.-]+$"),
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=limits.CONVERSATION_SLUG,
+        pattern=REAMAZE_SLUG,
+    ),
 ]
+"""Goes into Re:amaze's URL path: its own alphabet only, so no ``..`` or ``/`` can climb out."""
 
 
 class StartFollowUp(BaseModel):
     conversation: Slug = Field(description="The Re:amaze conversation slug")
     waits: list[Duration] | None = Field(
-        default=None, description="Per-step waits like 30m, 24h; defaults to NUDGE_FOLLOWUP__WAITS"
+        default=None,
+        max_length=limits.MAX_FOLLOWUP_STEPS,
+        description="Per-step waits like 30m, 24h; defaults to NUDGE_FOLLOWUP__WAITS",
     )
 
 
@@ -113,7 +123,7 @@ async def list_followups(
     status_: Annotated[list[FollowUpStatus] | None, Query(alias="status")] = None,
     conversation: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
 ) -> list[Any]:
     """Finished sequences, newest first; `status` may be repeated."""
     records = await asyncio.to_thread(

@@ -58,6 +58,8 @@ class PolicyAnswer:
     not_before: datetime | None = None
     """With ``wait``: when to ask again."""
     reason: str = ""
+    timezone: str = ""
+    """With ``wait``: the zone the hold was judged in (``domain.policy.held_status``)."""
 
 
 @dataclass
@@ -72,6 +74,8 @@ class DeliveryOutcome:
     gone: bool = False
     """The recipient no longer exists at the provider (a deleted helpdesk conversation, an
     unregistered device): nothing sent there will ever arrive."""
+    timezone: str = ""
+    """With ``wait``: the zone the hold was judged in (``domain.policy.held_status``)."""
 
 
 @dataclass

@@ -8,10 +8,13 @@ the frequency cap across all workflows, and WhatsApp's 24-hour customer-service 
 # No ``from __future__ import annotations``: these types cross the workflow boundary and
 # pydantic resolves their annotations inside the workflow sandbox.
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
+
+from domain.addresses import address_channel
 
 STOP_WORDS = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
@@ -22,6 +25,24 @@ START_WORDS = frozenset({"START", "YES", "UNSTOP"})
 class Keyword(StrEnum):
     stop = "stop"
     start = "start"
+
+
+class OptOutSource(StrEnum):
+    """What created an opt-out, which decides what may lift it: a contact's START undoes
+    only what the contact did on that channel (``LIFTED_BY_START``), never an operator's
+    suppression or an unsubscribe from marketing mail."""
+
+    keyword = "keyword"
+    """The contact wrote STOP (or another opt-out word)."""
+    provider_block = "provider_block"
+    """The provider refused to send because the contact opted out with it (Twilio 21610);
+    a START to that provider lifts its block too."""
+    operator = "operator"
+    """``POST /v1/suppressions``; only an operator lifts it."""
+    unsubscribe_link = "unsubscribe_link"
+
+
+LIFTED_BY_START = frozenset({OptOutSource.keyword, OptOutSource.provider_block})
 
 
 def opt_keyword(text: str) -> Keyword | None:
@@ -58,6 +79,14 @@ def quiet_until(now: datetime, zone: str, start: time, end: time) -> datetime | 
     if wraps and clock >= start:
         day += timedelta(days=1)
     return _wall_clock(day, end, tz)
+
+
+def quiet_hours_apply(channel: str, channels: Iterable[str]) -> bool:
+    """Whether quiet hours hold marketing on ``channel``: only on the configured channels, by
+    default those that ring a phone (SMS, WhatsApp, push), not e-mail or a helpdesk reply,
+    which wait in an inbox. WhatsApp is one channel whichever provider carries it: both reach
+    the same phone."""
+    return address_channel(channel) in {address_channel(name) for name in channels}
 
 
 def _wall_clock(day: date, at: time, tz: ZoneInfo) -> datetime:
@@ -97,8 +126,38 @@ class Verdict(StrEnum):
     outside_whatsapp_window = "outside_whatsapp_window"
 
 
+class HoldReason(StrEnum):
+    """Why a marketing message waits (``Verdict.wait``)."""
+
+    quiet_hours = "quiet hours"
+    frequency_cap = "frequency cap"
+
+
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
     not_before: datetime | None = None
     reason: str = ""
+    timezone: str = ""
+    """The time zone a marketing message was judged in (the contact's, else the policy's
+    default): a hold's ``not_before`` is shown as a wall-clock time there."""
+
+
+HELD_PREFIX = "held_until_"
+
+
+def held_status(not_before: datetime, timezone: str, reason: str) -> str:
+    """``held_until_08:00_quiet_hours``: what a held run reports (its ``status`` query, the
+    ``NudgeStatus`` search attribute). The time is ``not_before`` on the wall clock of the
+    zone the hold was judged in, the one quiet hours are written for; UTC when it is unknown
+    (results recorded before the zone was). A hold longer than a day still shows only the
+    time: the run's details say the date."""
+    local = not_before.astimezone(ZoneInfo(timezone or "UTC"))
+    return f"{HELD_PREFIX}{local:%H:%M}_{reason.strip().replace(' ', '_') or 'policy'}"
+
+
+def held_details(not_before: datetime, timezone: str, reason: str) -> str:
+    """The same hold in a sentence, with the date and the zone, for the run's details."""
+    zone = timezone or "UTC"
+    local = not_before.astimezone(ZoneInfo(zone))
+    return f"held by {reason or 'the contact policy'} until {local:%Y-%m-%d %H:%M} ({zone})"

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from domain.addresses import is_reamaze_slug
 from domain.channels import ChannelName
 from integrations.channels import OutboundMessage, Receipt
 from integrations.errors import Rejected
@@ -134,9 +135,10 @@ def _parse(model: type[M], data: object, what: str) -> M:
 
 
 def _conversation_path(slug: str) -> str:
-    if not slug:
-        # An empty slug would silently address the conversation list instead.
-        raise ValueError("a Re:amaze conversation slug must not be empty")
+    # An empty slug would silently address the conversation list instead, and ``..`` (or its
+    # encodings) another path of the API: only Re:amaze's own slug alphabet goes in the path.
+    if not is_reamaze_slug(slug):
+        raise Rejected(PROVIDER, f"not a Re:amaze conversation slug: {slug[:100]!r}")
     return f"/conversations/{quote(slug, safe='')}"
 
 

@@ -115,13 +115,21 @@ async def test_get_conversation_reads_the_documented_fields(
     assert conversation.created_at is not None and conversation.created_at.tzinfo is not None
 
 
-async def test_slugs_are_escaped_in_the_path(fake: FakeReamaze, client: ReamazeClient) -> None:
-    slug = "order 12?x#y"
+async def test_only_reamazes_slug_alphabet_goes_into_the_path(
+    fake: FakeReamaze, client: ReamazeClient
+) -> None:
+    """A slug is put in the URL path: ``..``, ``/``, ``%2e%2e``, ``?`` or ``#`` could address
+    another path of the API, so anything outside letters, digits, ``-`` and ``_`` is refused
+    (as a rejection: a retry would not change it) before a request is made."""
+    for slug in ("order 12?x#y", "..", "a/../b", "%2e%2e", ""):
+        with pytest.raises(Rejected, match="not a Re:amaze conversation slug"):
+            await client.get_conversation(slug)
+        with pytest.raises(Rejected):
+            await client.post_message(slug, "Hi", origin_id="nudge:escape")
+    assert fake.requests == []
+    slug = "where-is-my-order_12"
     fake.add_conversation(slug, tags=[TAG])
     assert (await client.get_conversation(slug)).slug == slug
-    await client.post_message(slug, "Hi", origin_id="nudge:escape")
-    assert fake.requests[-1] == ("POST", f"/conversations/{slug}/messages")
-    assert len(fake.posts_for(slug)) == 1
 
 
 async def test_messages_from_every_page_oldest_first(

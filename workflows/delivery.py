@@ -5,6 +5,7 @@ customer sends through ``send``."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -27,9 +28,15 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=30)
 """A local send retried after longer waits than this waits on a durable timer instead."""
 
 
-async def send(request: DeliverRequest, *, local: bool = False) -> DeliveryOutcome:
+async def send(
+    request: DeliverRequest,
+    *,
+    local: bool = False,
+    on_hold: Callable[[DeliveryOutcome], None] | None = None,
+) -> DeliveryOutcome:
     """``local``: run the send path as a local activity, in the worker that runs the workflow,
-    without a round trip through the server (for replies a customer is waiting for)."""
+    without a round trip through the server (for replies a customer is waiting for).
+    ``on_hold`` is told of each hold before its sleep, so the workflow can say until when."""
     while True:
         request = dataclasses.replace(request, as_of=workflow.now())
         if local:
@@ -54,4 +61,6 @@ async def send(request: DeliverRequest, *, local: bool = False) -> DeliveryOutco
             )
         if outcome.status != SendStatus.wait or outcome.not_before is None:
             return outcome
+        if on_hold is not None:
+            on_hold(outcome)
         await workflow.sleep(max(outcome.not_before - workflow.now(), MIN_WAIT))

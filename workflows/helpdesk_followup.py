@@ -8,6 +8,7 @@ removed, conversation deleted, cancelled), take the tag off and record the outco
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,9 +28,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.writer import WRITE_ATTEMPTS, WriterActivities, WriteRequest
     from domain.channels import ChannelName, MessageClass
-    from domain.delivery import ContactPolicyCheck, DeliverRequest
-    from domain.policy import Verdict
+    from domain.delivery import ContactPolicyCheck, DeliverRequest, DeliveryOutcome
+    from domain.policy import HELD_PREFIX, Verdict, held_details, held_status
     from domain.status import SENT_STATUSES, FollowUpStatus, SendStatus
+    from workflows.bookkeeping import BOOKKEEPING, recorded
     from workflows.delivery import send
     from workflows.search_attributes import (
         CHANNEL,
@@ -46,6 +48,10 @@ CONTACT_POLICY_PATCH = "contact-policy"
 SEND_PATH_PATCH = "reply-through-send-path"
 """Replies go through the one send path (``deliver`` on the ``reamaze`` channel) with a key a
 reset keeps; runs begun earlier post through ``post_reply`` with their run's key."""
+HELD_STATUS_PATCH = "held-status"
+"""A held step says until when and why (``held_until_08:00_quiet_hours``), in the ``status``
+query and the ``NudgeStatus`` search attribute; runs begun earlier said ``holding_step_N``
+in the query only."""
 
 HELPDESK_API = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -59,9 +65,6 @@ LLM_API = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=WRITE_ATTEMPTS,
-)
-BOOKKEEPING = RetryPolicy(
-    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)
 )
 
 
@@ -174,7 +177,7 @@ class HelpdeskFollowUp:
                     break
                 # Quiet hours or the frequency cap: wait, then read the conversation again
                 # (the customer may have bought or an agent taken over meanwhile).
-                self._set_status(f"holding_step_{number}", searchable=False)
+                self._hold(number, answer.not_before, answer.timezone, answer.reason)
                 await workflow.sleep(max(answer.not_before - workflow.now(), timedelta(seconds=1)))
 
             self._set_status(f"sending_step_{number}", searchable=False)
@@ -199,7 +202,8 @@ class HelpdeskFollowUp:
                     text=draft.text,
                     message_class=MessageClass.marketing,
                     contact_id=self._contact_id,
-                )
+                ),
+                on_hold=functools.partial(self._held_send, number),
             )
             step.sent_at, step.send_status = sent.sent_at, sent.status.value
             if sent.status == SendStatus.suppressed:
@@ -235,22 +239,25 @@ class HelpdeskFollowUp:
                 # The outcome still gets recorded; the poller will not restart on a leftover tag.
                 reason = f"{reason + '; ' if reason else ''}tag not removed: {_cause(error)}"
         info = workflow.info()
-        await workflow.execute_activity_method(
-            HelpdeskActivities.record_outcome,
-            RecordOutcomeInput(
-                workflow_id=info.workflow_id,
-                run_id=info.run_id,
-                conversation=request.conversation,
-                status=status.value,
-                started_at=started_at,
-                finished_at=workflow.now(),
-                steps=self._steps,
-                tag_removed=tag_removed,
-                failure_reason=reason,
-                contact_id=self._contact_id,
+        await recorded(
+            "record the follow-up's outcome",
+            workflow.execute_activity_method(
+                HelpdeskActivities.record_outcome,
+                RecordOutcomeInput(
+                    workflow_id=info.workflow_id,
+                    run_id=info.run_id,
+                    conversation=request.conversation,
+                    status=status.value,
+                    started_at=started_at,
+                    finished_at=workflow.now(),
+                    steps=self._steps,
+                    tag_removed=tag_removed,
+                    failure_reason=reason,
+                    contact_id=self._contact_id,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
             ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=BOOKKEEPING,
         )
         self._set_status(status.value)
         return FollowUpResult(
@@ -279,12 +286,32 @@ class HelpdeskFollowUp:
         )
         step.sent_at, step.send_status = sent.sent_at, sent.status
 
+    def _hold(self, step: int, not_before: datetime, timezone: str, reason: str) -> None:
+        """Say until when and why the step is held, in the zone it was judged in."""
+        if not workflow.patched(HELD_STATUS_PATCH):
+            self._set_status(f"holding_step_{step}", searchable=False)
+            return
+        self._set_status(held_status(not_before, timezone, reason))
+        workflow.set_current_details(
+            f"Step {step} {held_details(not_before, timezone, reason)}; "
+            "the conversation is read again then."
+        )
+
+    def _held_send(self, step: int, outcome: DeliveryOutcome) -> None:
+        if outcome.not_before is not None:
+            self._hold(step, outcome.not_before, outcome.timezone, outcome.reason)
+
     def _set_status(self, status: str, *, searchable: bool = True) -> None:
-        """Every phase shows in the ``status`` query; only the waits and the ending go to the
-        ``NudgeStatus`` search attribute, since each upsert costs the cluster a visibility write."""
+        """Every phase shows in the ``status`` query; only the waits (a hold too) and the
+        ending go to the ``NudgeStatus`` search attribute, since each upsert costs the cluster a
+        visibility write. The phase after a hold replaces it there, so no list shows a hold
+        that is over."""
         self._status = status
         current = workflow.info().typed_search_attributes.get(NUDGE_STATUS)
-        if searchable and current != status:
+        was_held = current is not None and current.startswith(HELD_PREFIX)
+        if was_held and not status.startswith(HELD_PREFIX):
+            workflow.set_current_details("")
+        if (searchable or was_held) and current != status:
             workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
 
     def _note_contact(self, contact_id: int | None) -> None:

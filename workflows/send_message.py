@@ -15,7 +15,8 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from domain.channels import REPORTING_CHANNELS
-    from domain.delivery import DeliverRequest, DeliveryStatus
+    from domain.delivery import DeliverRequest, DeliveryOutcome, DeliveryStatus
+    from domain.policy import held_details, held_status
     from domain.status import DELIVERY_FINAL, SendStatus, furthest
     from workflows.delivery import send
     from workflows.search_attributes import CHANNEL, NUDGE_KIND, NUDGE_STATUS, at_start
@@ -29,6 +30,9 @@ WAIT_FOR_STATUS = "send-message-waits-for-status"
 REPORTING_ONLY = "send-message-waits-only-where-statuses-come"
 """``workflow.patched`` id: runs started earlier waited for a status on every channel, also
 where none ever comes (e-mail, push, Re:amaze)."""
+HELD_STATUS = "send-message-held-status"
+"""``workflow.patched`` id: a held message says until when and why in ``NudgeStatus``
+(``held_until_08:00_quiet_hours``); runs begun earlier kept ``sending`` while held."""
 
 
 def workflow_id_for(key: str) -> str:
@@ -60,6 +64,7 @@ class SendMessageResult:
 class SendMessage:
     def __init__(self) -> None:
         self._statuses: list[str] = []
+        self._status = "sending"
 
     @workflow.signal
     def delivery_status(self, update: DeliveryStatus) -> None:
@@ -69,20 +74,29 @@ class SendMessage:
     def statuses(self) -> list[str]:
         return list(self._statuses)
 
+    @workflow.query
+    def status(self) -> str:
+        """``sending``, ``held_until_08:00_quiet_hours`` while held, then how it ended."""
+        return self._status
+
     @workflow.run
     async def run(self, request: DeliverRequest) -> SendMessageResult:
         workflow.upsert_search_attributes(
             [NUDGE_KIND.value_set(KIND), CHANNEL.value_set(request.channel.value)]
         )
-        outcome = await send(request)
+        outcome = await send(request, on_hold=self._hold)
         workflow.upsert_search_attributes([NUDGE_STATUS.value_set(outcome.status.value)])
+        if self._status != "sending":
+            workflow.set_current_details("")
         finished_at = workflow.now()
         status: str = outcome.status.value
+        self._status = status
         if status == SendStatus.sent and workflow.patched(WAIT_FOR_STATUS):
             if request.channel in REPORTING_CHANNELS or not workflow.patched(REPORTING_ONLY):
                 status = await self._final_status(status)
             if status != outcome.status:
                 workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
+                self._status = status
         return SendMessageResult(
             status=status,
             reason=outcome.reason,
@@ -90,6 +104,16 @@ class SendMessage:
             statuses=list(self._statuses),
             finished_at=finished_at,
         )
+
+    def _hold(self, outcome: DeliveryOutcome) -> None:
+        """Quiet hours or the frequency cap: say until when (in the zone it was judged in)."""
+        assert outcome.not_before is not None
+        self._status = held_status(outcome.not_before, outcome.timezone, outcome.reason)
+        workflow.set_current_details(
+            held_details(outcome.not_before, outcome.timezone, outcome.reason)
+        )
+        if workflow.patched(HELD_STATUS):
+            workflow.upsert_search_attributes([NUDGE_STATUS.value_set(self._status)])
 
     async def _final_status(self, sent: str) -> str:
         """The furthest status reported within ``STATUS_WAIT``, waiting for a final one."""
