@@ -15,9 +15,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain.channels import ChannelName
 from domain.durations import Duration, parse_duration_list
 
 DurationList = Annotated[list[timedelta], NoDecode, BeforeValidator(parse_duration_list)]
@@ -30,23 +40,105 @@ CsvList = Annotated[
 ]
 
 
+SECRET_KEY_MIN_LENGTH = 32
+MAKE_SECRET_KEY = (
+    'Make one with: python -c "import secrets; print(secrets.token_urlsafe(32))" '
+    "and give the same value to every process (e.g. in .env)."
+)
+
+
 class TemporalSettings(BaseModel):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "nudge"
     ui_port: int = 8233
     """Port of the Web UI that ``nudge dev`` starts (the UI of a remote cluster is its own)."""
+    encryption_key: SecretStr = SecretStr("")
+    """Encrypts every payload (inputs, results, signals: phone numbers, answers, transcripts)
+    before it reaches the Temporal server: ``k2:<base64 32 bytes>,k1:<base64 32 bytes>``, the
+    first key encrypts, all decrypt (``payload_codec``). Empty: payloads are stored in clear.
+    The worker, the HTTP service and ``nudge dev`` must all have the same keys."""
+    ui_origin: CsvList = Field(default_factory=list)
+    """Origin(s) of the Temporal Web UI allowed to call ``/codec/decode`` from the browser,
+    e.g. ``https://temporal.shop.example``. Empty: the UI ``nudge dev`` starts
+    (``http://127.0.0.1:{ui_port}``, ``http://localhost:{ui_port}``)."""
+    tls: bool = False
+    """Connect over TLS (with the system's root certificates unless ``tls_ca`` is set); on by
+    itself when a client certificate, a CA or an API key is configured."""
+    tls_cert: Path | None = None
+    """Client certificate file (PEM) for mTLS, with ``tls_key``."""
+    tls_key: Path | None = None
+    """Private key file (PEM) of ``tls_cert``."""
+    tls_ca: Path | None = None
+    """CA certificate file (PEM) the server's certificate is checked against."""
+    tls_server_name: str = ""
+    """The name the server's certificate is checked against (and sent as SNI), when it is
+    not the host of ``address``."""
+    api_key: SecretStr = SecretStr("")
+    """An API key (Temporal Cloud): sent as ``Authorization: Bearer``, over TLS."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a malformed key is still a secret
+
+    @field_validator("tls_cert", "tls_key", "tls_ca", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+    @field_validator("tls_cert", "tls_key", "tls_ca")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _keys(cls, value: SecretStr) -> SecretStr:
+        from payload_codec import parse_keys
+
+        parse_keys(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TemporalSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise ValueError(
+                f"{missing}: mTLS needs a client certificate and its private key; set "
+                f"NUDGE_TEMPORAL__{missing.upper()} too"
+            )
+        return self
+
+    @property
+    def ui_origins(self) -> list[str]:
+        return self.ui_origin or [
+            f"http://127.0.0.1:{self.ui_port}",
+            f"http://localhost:{self.ui_port}",
+        ]
+
+    @property
+    def uses_tls(self) -> bool:
+        return bool(
+            self.tls
+            or self.tls_cert
+            or self.tls_ca
+            or self.tls_server_name
+            or self.api_key.get_secret_value()
+        )
 
 
 class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    max_body: ByteSize = ByteSize(1024 * 1024)
+    """Request bodies over this many bytes (``1MiB``, ``512KiB`` or a number) get 413 before
+    they are read: webhooks are unsigned until read, so the size is the first thing checked."""
 
 
 class ReamazeSettings(BaseModel):
     brand: str = ""
     login_email: str = ""
-    api_token: str = ""
+    api_token: SecretStr = SecretStr("")
     base_url: str = ""
     """Defaults to ``https://{brand}.reamaze.io/api/v1`` (the documented host)."""
     trigger_tag: str = "Needs-Sales-Followup"
@@ -63,7 +155,7 @@ class ReamazeSettings(BaseModel):
 
     @property
     def configured(self) -> bool:
-        return bool(self.base_url and self.login_email and self.api_token)
+        return bool(self.base_url and self.login_email and self.api_token.get_secret_value())
 
 
 class FollowupSettings(BaseModel):
@@ -104,7 +196,9 @@ def _env_first(*names: str) -> str:
 
 
 class GeminiSettings(BaseModel):
-    api_key: str = Field(default_factory=lambda: _env_first("GOOGLE_API_KEY", "GEMINI_API_KEY"))
+    api_key: SecretStr = Field(
+        default_factory=lambda: SecretStr(_env_first("GOOGLE_API_KEY", "GEMINI_API_KEY"))
+    )
     base_url: str = ""
     """Empty means Google's own endpoint."""
     model: str = "gemini-3.5-flash"
@@ -121,7 +215,7 @@ class GeminiSettings(BaseModel):
 
 
 class OpenAISettings(BaseModel):
-    api_key: str = ""
+    api_key: SecretStr = SecretStr("")
     base_url: str = ""
     """Any OpenAI-compatible server; empty means api.openai.com."""
     model: str = "gpt-4o-mini"
@@ -132,7 +226,7 @@ class SmtpSettings(BaseModel):
     """Empty means e-mail is in sandbox mode: recorded in the outbox, nothing sent."""
     port: int = 587
     username: str = ""
-    password: str = ""
+    password: SecretStr = SecretStr("")
     from_: str = Field(default="", alias="from")
     """The From address (``NUDGE_SMTP__FROM``), e.g. ``Shop <hello@shop.example>``."""
     security: Literal["starttls", "tls", "none"] = "starttls"
@@ -148,7 +242,7 @@ class SmtpSettings(BaseModel):
 
 class TwilioSettings(BaseModel):
     account_sid: str = ""
-    auth_token: str = ""
+    auth_token: SecretStr = SecretStr("")
     sms_from: str = ""
     """E.164 sender for SMS, e.g. +15005550006."""
     whatsapp_from: str = ""
@@ -159,24 +253,24 @@ class TwilioSettings(BaseModel):
 
     @property
     def configured(self) -> bool:
-        return bool(self.account_sid and self.auth_token)
+        return bool(self.account_sid and self.auth_token.get_secret_value())
 
 
 class WhatsAppSettings(BaseModel):
     """WhatsApp through Meta's Cloud API."""
 
-    token: str = ""
+    token: SecretStr = SecretStr("")
     phone_number_id: str = ""
-    app_secret: str = ""
+    app_secret: SecretStr = SecretStr("")
     """Verifies ``X-Hub-Signature-256`` on webhooks (the app secret, not the access token)."""
-    verify_token: str = ""
+    verify_token: SecretStr = SecretStr("")
     """Answers Meta's ``hub.verify_token`` when the webhook is registered."""
     graph_url: str = "https://graph.facebook.com"
     api_version: str = "v23.0"
 
     @property
     def configured(self) -> bool:
-        return bool(self.token and self.phone_number_id)
+        return bool(self.token.get_secret_value() and self.phone_number_id)
 
 
 class FcmSettings(BaseModel):
@@ -199,14 +293,14 @@ class FcmSettings(BaseModel):
 class SupportBoardSettings(BaseModel):
     url: str = ""
     """The Support Board ``include/api.php`` URL."""
-    token: str = ""
+    token: SecretStr = SecretStr("")
     """An admin token: Support Board's API accepts no other."""
     bot_user_id: str = ""
     """The bot's user id: its own messages come back as webhooks and must be ignored."""
 
     @property
     def configured(self) -> bool:
-        return bool(self.url and self.token)
+        return bool(self.url and self.token.get_secret_value())
 
 
 class DeliverySettings(BaseModel):
@@ -224,7 +318,14 @@ class PolicySettings(BaseModel):
     quiet_hours_end: str = "08:00"
     """... until here. Equal start and end turn quiet hours off."""
     default_timezone: str = "UTC"
-    """For contacts whose time zone is unknown."""
+    """For contacts whose time zone is unknown: set it to the shop's own zone, or quiet hours
+    are judged in UTC (a shop in the Americas would find its messages held in its afternoon)."""
+    quiet_hours_channels: Annotated[list[ChannelName], NoDecode] = Field(
+        default_factory=lambda: [ChannelName.sms, ChannelName.whatsapp, ChannelName.push]
+    )
+    """The channels quiet hours hold marketing on (``sms,whatsapp,push``): those that ring a
+    phone. E-mail and helpdesk replies (``reamaze``) wait in an inbox and are not held unless
+    named here; ``whatsapp`` covers WhatsApp through Twilio too (the same phone). Empty: none."""
     frequency_cap: int = 3
     """Marketing messages per contact across all workflows within ``frequency_window``."""
     frequency_window: Duration = timedelta(hours=24)
@@ -237,6 +338,23 @@ class PolicySettings(BaseModel):
         if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
             raise ValueError(f"{value!r} is not a time of day; write it like 21:00")
         return value.strip()
+
+    @field_validator("quiet_hours_channels", mode="before")
+    @classmethod
+    def _known_channels(cls, value: Any) -> Any:
+        """A comma-separated list in the environment; every name must be a channel."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value
+        names = [str(name).strip() for name in value if str(name).strip()]
+        known = [channel.value for channel in ChannelName]
+        for name in names:
+            if name not in known:
+                raise ValueError(
+                    f"{name!r} is not a channel; quiet hours can apply to {', '.join(known)}"
+                )
+        return names
 
     @field_validator("default_timezone")
     @classmethod
@@ -275,14 +393,17 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         extra="ignore",
+        hide_input_in_errors=True,  # the value at fault may be a key or a token
     )
 
-    database_url: str = "sqlite:///.nudge/nudge.db"
+    database_url: str = Field(default="sqlite:///.nudge/nudge.db", repr=False)
+    """Left out of ``repr``: a PostgreSQL URL carries its password."""
     public_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
-    secret_key: str = ""
-    """Signs unsubscribe links. Empty: a random key is kept in ``.nudge/secret.key`` (fine for
-    one machine; set it explicitly when several containers share the work)."""
+    secret_key: SecretStr = SecretStr("")
+    """Encrypts and signs unsubscribe links, so every process that makes or reads one needs the
+    same key: ``nudge worker`` and ``nudge serve`` refuse to start without it. Only ``nudge
+    dev`` (one machine) falls back to a random key kept in ``.nudge/secret.key``."""
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     reamaze: ReamazeSettings = Field(default_factory=ReamazeSettings)
@@ -299,13 +420,24 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     menus: MenusSettings = Field(default_factory=MenusSettings)
 
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        length = len(value.get_secret_value())
+        if 0 < length < SECRET_KEY_MIN_LENGTH:
+            raise ValueError(
+                f"NUDGE_SECRET_KEY is {length} characters; it needs at least "
+                f"{SECRET_KEY_MIN_LENGTH}. {MAKE_SECRET_KEY}"
+            )
+        return value
+
     @property
     def llm_provider(self) -> Literal["gemini", "openai", "none"]:
         if self.llm.provider != "auto":
             return self.llm.provider
-        if self.gemini.api_key:
+        if self.gemini.api_key.get_secret_value():
             return "gemini"
-        if self.openai.api_key:
+        if self.openai.api_key.get_secret_value():
             return "openai"
         return "none"
 

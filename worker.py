@@ -46,7 +46,7 @@ from integrations.reamaze import ReamazeClient
 from integrations.support_board import SupportBoardChannel
 from integrations.twilio_channel import TwilioChannel
 from integrations.whatsapp_cloud import WhatsAppCloudChannel
-from links import secret_key, unsubscribe_url
+from links import secret_key, unsubscribe_links
 from settings import (
     FcmSettings,
     ReamazeSettings,
@@ -82,7 +82,7 @@ def reamaze_client(settings: ReamazeSettings) -> ReamazeClient:
     return ReamazeClient(
         settings.base_url,
         settings.login_email,
-        settings.api_token,
+        settings.api_token.get_secret_value(),
         timeout=settings.timeout.total_seconds(),
     )
 
@@ -94,7 +94,7 @@ def smtp_channel(settings: SmtpSettings, *, tls_context: SSLContext | None = Non
             settings.from_,
             port=settings.port,
             username=settings.username,
-            password=settings.password,
+            password=settings.password.get_secret_value(),
             security=settings.security,
             timeout=settings.timeout.total_seconds(),
             tls_context=tls_context,
@@ -119,7 +119,7 @@ def twilio_channel(
         )
     return TwilioChannel(
         settings.account_sid,
-        settings.auth_token,
+        settings.auth_token.get_secret_value(),
         channel,
         sender=sender,
         messaging_service_sid=settings.messaging_service_sid,
@@ -134,7 +134,7 @@ def whatsapp_channel(settings: WhatsAppSettings, *, timeout: float = 20.0) -> Wh
             "WhatsApp Cloud needs NUDGE_WHATSAPP__TOKEN and NUDGE_WHATSAPP__PHONE_NUMBER_ID"
         )
     return WhatsAppCloudChannel(
-        settings.token,
+        settings.token.get_secret_value(),
         settings.phone_number_id,
         graph_url=settings.graph_url,
         api_version=settings.api_version,
@@ -167,7 +167,10 @@ def support_board_channel(
             "and NUDGE_SUPPORT_BOARD__TOKEN (an admin token)"
         )
     return SupportBoardChannel(
-        settings.url, settings.token, bot_user_id=settings.bot_user_id, timeout=timeout
+        settings.url,
+        settings.token.get_secret_value(),
+        bot_user_id=settings.bot_user_id,
+        timeout=timeout,
     )
 
 
@@ -175,25 +178,27 @@ def build_generator(settings: Settings) -> TextGenerator | None:
     """None means "no LLM": the writer then always sends the configured fallback texts."""
     provider = settings.llm_provider
     if provider == "gemini":
-        if not settings.gemini.api_key:
+        if not settings.gemini.api_key.get_secret_value():
             raise ValueError(
                 "the LLM provider is gemini but no key is set: "
                 "set GOOGLE_API_KEY, GEMINI_API_KEY or NUDGE_GEMINI__API_KEY"
             )
         return GeminiGenerator(
-            settings.gemini.api_key,
+            settings.gemini.api_key.get_secret_value(),
             settings.gemini.model,
             base_url=settings.gemini.base_url,
             thinking_budget=settings.gemini.thinking_budget,
             thinking_level=settings.gemini.thinking_level,
         )
     if provider == "openai":
-        if not settings.openai.api_key:
+        if not settings.openai.api_key.get_secret_value():
             raise ValueError(
                 "the LLM provider is openai but no key is set: set NUDGE_OPENAI__API_KEY"
             )
         return OpenAIGenerator(
-            settings.openai.api_key, settings.openai.model, base_url=settings.openai.base_url
+            settings.openai.api_key.get_secret_value(),
+            settings.openai.model,
+            base_url=settings.openai.base_url,
         )
     return None
 
@@ -278,7 +283,6 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
     reamaze = channels[ChannelName.reamaze]
     if reamaze is None:
         log.warning("Re:amaze is not configured: no poll schedule, and follow-ups cannot read")
-    key = secret_key(settings)
     try:
         yield Activities(
             helpdesk=HelpdeskActivities(
@@ -293,9 +297,7 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
                 channels,
                 store,
                 settings.policy,
-                unsubscribe_url=lambda channel, address: unsubscribe_url(
-                    settings, key, channel, address
-                ),
+                unsubscribe_url=unsubscribe_links(settings),
                 status_callback=f"{settings.public_url.rstrip('/')}/webhooks/twilio/status",
                 in_flight_grace=settings.delivery.in_flight_grace,
             ),
@@ -380,6 +382,7 @@ def widen_thread_pool() -> None:
 
 
 async def run_worker(settings: Settings, *, client: Client | None = None) -> None:
+    secret_key(settings)  # links made here must open in the HTTP service: fail before starting
     widen_thread_pool()
     store = Store.from_url(settings.database_url)
     client = client or await connect(settings)
