@@ -7,29 +7,99 @@ in FastAPI's own shape (``loc`` from ``body``), so a client handles both kinds o
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, StringConstraints
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, StringConstraints, ValidationError, field_validator
 
 from dependencies import AdminToken, StoreDep
 from domain import limits, whatsapp
 from domain.menu_checks import problems
-from domain.menu_definition import NAME, MenuDefinition, MenuStep
+from domain.menu_definition import BUILTIN_VALIDATORS, NAME, MenuDefinition, MenuStep
 from domain.status import SESSION_STATUSES, MenuStatus
 from store.menus import MenuSessionView
 from store.repo import Store
 
-router = APIRouter(prefix="/v1/menus", tags=["menus"])
+
+class MenuRoute(APIRoute):
+    """A definition's shape errors (an unknown field, a number where text goes) and the
+    problems ``domain.menu_checks`` finds in the rest of it come back in one 422: an
+    operator fixing a menu sees everything wrong with it at once, not one layer per try."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def every_problem(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                if request.method not in ("POST", "PUT") or not isinstance(exc.body, dict):
+                    raise
+                errors = list(exc.errors())
+                name = request.path_params.get("name")
+                raw = exc.body if name is None else {**exc.body, "name": name}
+                errors += await _problems_beside(request.app.state.store, raw, errors)
+                raise RequestValidationError(errors, body=exc.body) from None
+
+        return every_problem
+
+
+router = APIRouter(prefix="/v1/menus", tags=["menus"], route_class=MenuRoute)
 
 _PATH_PART = re.compile(r"\[(\d+)\]|\[[\"']([^\"']*)[\"']\]|([^.\[\]]+)")
 
 
 StepName = Annotated[str, StringConstraints(max_length=limits.STEP_NAME)]
 Keyword = Annotated[str, StringConstraints(max_length=limits.TRIGGER_KEYWORD)]
+
+
+class MenuStepIn(MenuStep):
+    """A step as a request sends it: a value of the wrong kind is one error saying what
+    goes there, not one per kind the field could have been."""
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _message(cls, value: Any) -> Any:
+        if not isinstance(value, str | dict):
+            raise ValueError(
+                "write the message as text, or as a WhatsApp interactive object "
+                '({"type": "button", "body": ..., "action": ...})'
+            )
+        return value
+
+    @field_validator("next", mode="before")
+    @classmethod
+    def _next(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("write next as a step's name, or as {reply id: step} for a menu")
+        for reply_id, target in value.items():
+            if not isinstance(target, str):
+                raise ValueError(f"the step after the reply {reply_id!r} must be a step's name")
+        return value
+
+    @field_validator("validate_", mode="before")
+    @classmethod
+    def _validate(cls, value: Any) -> Any:
+        checks = ", ".join(BUILTIN_VALIDATORS)
+        if value is None or value in BUILTIN_VALIDATORS:
+            return value
+        if isinstance(value, list) and all(isinstance(answer, str) for answer in value):
+            return value
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return value
+        if isinstance(value, str):
+            raise ValueError(f"{value[:40]!r} is not a built-in check; use {checks}")
+        raise ValueError(
+            f"write validate as a built-in check ({checks}), a list of accepted answers "
+            "or {regex: <pattern>}"
+        )
 
 
 class MenuIn(MenuDefinition):
@@ -42,7 +112,7 @@ class MenuIn(MenuDefinition):
     )
     start: StepName
     expiry_message: str = Field(default="", max_length=whatsapp.TEXT)
-    steps: dict[StepName, MenuStep]
+    steps: dict[StepName, MenuStepIn]  # type: ignore[assignment]
 
 
 class MenuReplace(MenuIn):
@@ -100,15 +170,14 @@ async def replace_menu(
     store: StoreDep,
 ) -> Any:
     """Create the menu, or replace it: 201 when created, 200 when replaced."""
+    mismatch: list[dict[str, Any]] = []  # reported with the definition's own problems
     if body.name is not None and body.name != name:
-        raise RequestValidationError(
-            [
-                {
-                    "loc": ["body", "name"],
-                    "msg": f"must be {name!r}, the name in the path, or be left out",
-                    "type": "value_error",
-                }
-            ]
+        mismatch.append(
+            {
+                "loc": ["body", "name"],
+                "msg": f"must be {name!r}, the name in the path, or be left out",
+                "type": "value_error",
+            }
         )
     if not NAME.fullmatch(name):
         raise RequestValidationError(
@@ -121,7 +190,7 @@ async def replace_menu(
             ]
         )
     definition = MenuDefinition.model_validate({**body.model_dump(by_alias=True), "name": name})
-    if await _save(store, definition):
+    if await _save(store, definition, mismatch):
         response.status_code = status.HTTP_201_CREATED
     _changed(request)
     return definition
@@ -195,12 +264,15 @@ def _not_found(name: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"name: no menu {name!r}")
 
 
-async def _save(store: Store, definition: MenuDefinition) -> bool:
-    """Save when sound (True when created); otherwise a 422 listing every problem."""
+async def _save(
+    store: Store, definition: MenuDefinition, errors: Sequence[dict[str, Any]] = ()
+) -> bool:
+    """Save when sound (True when created); otherwise a 422 listing every problem (after
+    ``errors``, those the route found)."""
     known = await asyncio.to_thread(store.menu_names)
     # In a thread: checking a menu of thousands of steps is CPU work, and the event loop
     # keeps answering everybody else meanwhile.
-    errors = await asyncio.to_thread(_errors, definition, known | {definition.name})
+    errors = [*errors, *await asyncio.to_thread(_errors, definition, known | {definition.name})]
     if errors:
         raise RequestValidationError(errors)
     return await asyncio.to_thread(store.save_menu, definition)
@@ -253,3 +325,64 @@ def _key_at(rest: str, keys: Collection[str], *, after: str | int) -> str | None
     # costs the path's length, not the menu's size (a 4,000-step menu has 4,000 keys).
     ends = [i for i, c in enumerate(rest) if c in ".["] + [len(rest)]
     return next((rest[:end] for end in reversed(ends) if rest[:end] in keys), None)
+
+
+async def _problems_beside(
+    store: Store, raw: dict[str, Any], shape_errors: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """What ``domain.menu_checks`` finds in a definition that also has shape errors: the
+    definition is repaired as far as it can be (a field at fault removed, a message at fault
+    blanked), and no problem is reported where a shape error already is."""
+    salvaged = _salvage(raw)
+    if salvaged is None:
+        return []
+    definition, blanked = salvaged
+    known = await asyncio.to_thread(store.menu_names)
+    found = await asyncio.to_thread(_errors, definition, known | {definition.name})
+    taken = [list(error["loc"]) for error in shape_errors]
+    taken += [["body", "steps", name] for name in blanked]
+    return [error for error in found if not any(_overlap(error["loc"], loc) for loc in taken)]
+
+
+def _overlap(a: list[Any], b: list[Any]) -> bool:
+    """One location lies within the other (or they are the same)."""
+    size = min(len(a), len(b))
+    return a[:size] == b[:size]
+
+
+OPTIONAL = {"trigger_keywords", "priority", "expiry", "expiry_message", "active"}
+
+
+def _salvage(raw: dict[str, Any]) -> tuple[MenuDefinition, set[str]] | None:
+    """``raw`` made valid by dropping or blanking what is at fault; None when what is at
+    fault is what every check needs (the name, ``start``, ``steps``). Also the steps whose
+    message was blanked: their own problems would be the blanking's."""
+    data = copy.deepcopy(raw)
+    blanked: set[str] = set()
+    for _ in range(3):  # a repair can uncover an error inside what it kept
+        try:
+            return MenuDefinition.model_validate(data), blanked
+        except ValidationError as exc:
+            if not all(_repair(data, list(error["loc"]), blanked) for error in exc.errors()):
+                return None
+    return None
+
+
+def _repair(data: dict[str, Any], loc: list[Any], blanked: set[str]) -> bool:
+    field = loc[0] if loc else None
+    if field in OPTIONAL or field not in MenuDefinition.model_fields:
+        data.pop(str(field), None)
+        return True
+    steps = data.get("steps")
+    if field != "steps" or len(loc) < 2 or not isinstance(steps, dict) or loc[1] not in steps:
+        return False
+    name, step = loc[1], steps[loc[1]]
+    if not isinstance(step, dict) or len(loc) < 3:
+        steps[name] = {"message": "", "end": True}
+        blanked.add(name)
+    elif loc[2] == "message":
+        step["message"] = {} if isinstance(step.get("next"), dict) else ""
+        blanked.add(name)
+    else:
+        step.pop(str(loc[2]), None)
+    return True

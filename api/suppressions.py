@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from dependencies import AdminToken, StoreDep, UserToken
+from api.addresses import checked_address
+from dependencies import AdminToken, SettingsDep, StoreDep, UserToken
 from domain import limits
-from domain.addresses import address_channel, normalize_address
+from domain.addresses import address_channel
 from domain.channels import ChannelName
 from domain.policy import OptOutSource
 
@@ -21,6 +22,8 @@ Scope = Literal["all", "marketing"]
 
 
 class SuppressionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is named, not ignored
+
     channel: ChannelName
     address: str = Field(min_length=1, max_length=limits.ADDRESS)
     scope: Scope = "all"
@@ -41,13 +44,18 @@ class SuppressionOut(BaseModel):
 async def list_suppressions(
     _: UserToken,
     store: StoreDep,
+    settings: SettingsDep,
     channel: ChannelName | None = None,
     address: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[Any]:
     where = address_channel(channel.value) if channel else None
     if address is not None:
-        address = normalize_address(where or "", address)
+        address = (
+            checked_address(settings, ["query", "address"], where, address)
+            if where
+            else address.strip()
+        )
     found = await asyncio.to_thread(
         store.list_suppressions, channel=where, address=address, limit=limit
     )
@@ -55,11 +63,11 @@ async def list_suppressions(
 
 
 @router.post("/suppressions", response_model=SuppressionOut, status_code=status.HTTP_201_CREATED)
-async def add_suppression(body: SuppressionIn, _: AdminToken, store: StoreDep) -> Any:
+async def add_suppression(
+    body: SuppressionIn, _: AdminToken, store: StoreDep, settings: SettingsDep
+) -> Any:
     channel = address_channel(body.channel.value)
-    address = normalize_address(channel, body.address.strip())
-    if not address:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "address: must not be blank")
+    address = checked_address(settings, ["body", "address"], channel, body.address)
     await asyncio.to_thread(
         store.suppress,
         channel,
@@ -76,11 +84,19 @@ async def add_suppression(body: SuppressionIn, _: AdminToken, store: StoreDep) -
 
 @router.delete("/suppressions", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_suppression(
-    _: AdminToken, store: StoreDep, channel: ChannelName, address: str, scope: Scope | None = None
+    _: AdminToken,
+    store: StoreDep,
+    settings: SettingsDep,
+    channel: ChannelName,
+    address: str,
+    scope: Scope | None = None,
 ) -> None:
     where = address_channel(channel.value)
     removed = await asyncio.to_thread(
-        store.unsuppress, where, normalize_address(where, address), scope
+        store.unsuppress,
+        where,
+        checked_address(settings, ["query", "address"], where, address),
+        scope,
     )
     if not removed:
         raise HTTPException(

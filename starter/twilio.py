@@ -35,16 +35,18 @@ OPTED_OUT = "21610"
 
 
 async def _verified_form(request: Request, settings: SettingsDep) -> dict[str, str]:
+    auth_token = settings.twilio.auth_token.get_secret_value()
+    if not auth_token:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "not configured: set NUDGE_TWILIO__AUTH_TOKEN (the auth token that signs "
+            "X-Twilio-Signature)",
+        )
     form = {key: str(value) for key, value in (await request.form()).items()}
     url = settings.public_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
-    if not verify_signature(
-        settings.twilio.auth_token.get_secret_value(),
-        url,
-        form,
-        request.headers.get("X-Twilio-Signature"),
-    ):
+    if not verify_signature(auth_token, url, form, request.headers.get("X-Twilio-Signature")):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "X-Twilio-Signature does not match")
     return form
 

@@ -337,7 +337,9 @@ def test_suppressions_add_list_remove(api: Api) -> None:
         ("sms", "+15550003333", "all"),
     ]
     assert listed(channel="sms") == [("sms", "+15550003333", "all")]
-    assert listed(channel="sms", address="(555) 000-3333") == [], "no country code, no match"
+    assert listed(channel="sms", address="(555) 000-3333") == [("sms", "+15550003333", "all")], (
+        "no country code: read in NUDGE_POLICY__DEFAULT_REGION (US)"
+    )
     assert listed(channel="sms", address="+1 555 000 3333") == [("sms", "+15550003333", "all")]
     assert listed(limit=1) == [("email", "bob@example.com", "marketing")]
     bad_channel = api.client.get("/v1/suppressions", params={"channel": "fax"}, headers=api.user)
