@@ -1,5 +1,6 @@
 """Outbound messages: ``POST /v1/messages`` sends one through the send path; ``GET /v1/outbox``
-lists every message Nudge has claimed, sent or refused, whichever workflow sent it."""
+lists every message Nudge has held, claimed, sent or refused, whichever workflow sent it
+(``status=held``: the messages waiting out quiet hours or the frequency cap)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from api.addresses import checked_address
 from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserToken
 from domain import limits, whatsapp
 from domain.channels import ChannelName, MessageClass, Template
@@ -28,6 +30,8 @@ PushData = Annotated[str, StringConstraints(max_length=limits.PUSH_DATA)]
 
 
 class TemplateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is named, not ignored
+
     name: str = Field(default="", max_length=limits.TEMPLATE_NAME)
     language: str = Field(default="en", max_length=limits.LOCALE)
     components: list[dict[str, Any]] = Field(
@@ -40,6 +44,8 @@ class TemplateIn(BaseModel):
 
 
 class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is named, not ignored
+
     channel: ChannelName
     to: str = Field(min_length=1, max_length=limits.ADDRESS)
     text: str = Field(default="", max_length=whatsapp.TEXT)
@@ -77,13 +83,14 @@ class MessageStarted(BaseModel):
 async def send_message(
     body: MessageIn, _: AdminToken, client: TemporalDep, settings: SettingsDep
 ) -> MessageStarted:
+    to = checked_address(settings, ["body", "to"], body.channel.value, body.to)
     key = body.key or uuid.uuid4().hex
     workflow_id = workflow_id_for(key)
     request = DeliverRequest(
         idempotency_key=workflow_id,
         workflow_id=workflow_id,
         channel=body.channel,
-        to=body.to,
+        to=to,
         text=body.text,
         subject=body.subject,
         html=body.html,
@@ -119,6 +126,12 @@ class OutboxOut(BaseModel):
     created_at: datetime
     sent_at: datetime | None
     status_at: datetime | None
+    not_before: datetime | None = Field(
+        default=None, description="held: when quiet hours or the frequency cap let it go"
+    )
+    held_reason: str | None = Field(
+        default=None, description="why it was held: quiet hours or frequency cap"
+    )
 
 
 @router.get("/outbox", response_model=list[OutboxOut])

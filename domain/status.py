@@ -12,6 +12,10 @@ from enum import StrEnum
 class OutboxStatus(StrEnum):
     """One outbound message, from the moment it is claimed to the provider's last word."""
 
+    held = "held"
+    """Quiet hours or the frequency cap said "not before ``not_before``": the sending
+    workflow waits, and its next attempt claims this same row (a held row does not count
+    toward the frequency cap)."""
     pending = "pending"
     sending = "sending"
     sent = "sent"
@@ -39,6 +43,7 @@ FINAL_OUTBOX = frozenset(
 """Past these, a send is never attempted again."""
 
 STATUS_RANK: dict[str, int] = {
+    OutboxStatus.held: -1,
     OutboxStatus.pending: 0,
     OutboxStatus.sending: 1,
     OutboxStatus.unknown: 1,
@@ -48,7 +53,8 @@ STATUS_RANK: dict[str, int] = {
     OutboxStatus.failed: 3,
     OutboxStatus.read: 4,
 }
-"""Statuses arrive out of order and may skip ``delivered``: the furthest one wins."""
+"""Statuses arrive out of order and may skip ``delivered``: the furthest one wins. ``held``
+ranks below everything: the claim that ends a hold moves the row on to ``pending``."""
 
 DELIVERY_FINAL = frozenset({OutboxStatus.delivered, OutboxStatus.failed, OutboxStatus.read})
 """The provider's final word about a sent message."""

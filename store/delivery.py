@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 COUNTED_AS_SENT = ("sent", "delivered", "read", "sandboxed", "unknown")
 CLAIMED_UNSENT = ("pending", "sending")
 """Claimed but not sent yet: these count against the frequency cap too (from when they were
-claimed), or two sends racing for the last place under the cap would both take it."""
+claimed), or two sends racing for the last place under the cap would both take it. A ``held``
+row is not claimed: it waits for the cap (or quiet hours) and takes no place under it."""
 OUTSIDE_WINDOW_CODES = frozenset({"63016", "131047"})
 """Twilio 63016 and WhatsApp Cloud 131047: free-form text outside the 24-hour window (the
 customer has to write first, or a template be sent). Often reported on a ``failed`` status."""

@@ -115,6 +115,10 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     status_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     """When the provider reported the current status (delivered, read, failed)."""
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """While ``held``: when the policy lets it go. Kept once the hold is over, with
+    ``held_reason``, so the row says it waited and why."""
+    held_reason: Mapped[str | None] = mapped_column(String(limits.HOLD_REASON), nullable=True)
 
 
 class ApiToken(Base):

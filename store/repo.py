@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain import limits
 from domain.status import OutboxStatus
 from store.db import make_engine, make_sessionmaker
 from store.delivery import (
@@ -55,6 +56,9 @@ class OutboxRow:
     status_at: datetime | None = None
     updated_at: datetime | None = None
     """When the row last changed: for a ``sending`` row, when its attempt took it."""
+    not_before: datetime | None = None
+    """A ``held`` row's time to go (kept after the hold, with ``held_reason``)."""
+    held_reason: str | None = None
 
     @classmethod
     def of(cls, row: OutboxMessage) -> OutboxRow:
@@ -74,6 +78,8 @@ class OutboxRow:
             contact_id=row.contact_id,
             status_at=row.status_at,
             updated_at=row.updated_at,
+            not_before=row.not_before,
+            held_reason=row.held_reason,
         )
 
 
@@ -230,6 +236,10 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
         so concurrent sends cannot all take the last place under the cap; a refused claim
         raises ``FrequencyCapped`` with the time to ask again. A row already past
         ``pending`` is returned as it is, uncounted.
+
+        A ``held`` row (``hold_outbox``) is this send waiting out the policy: it counted
+        toward no cap, and is claimed like a new row, moved to ``pending`` with the body as
+        it is now.
         """
         try:  # the usual case is a new key: insert first, look only when it exists
             with self.sessions.begin() as session:
@@ -238,13 +248,18 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
                     claimed = session.scalar(
                         select(OutboxMessage).where(OutboxMessage.idempotency_key == key)
                     )
-                    if claimed is not None and claimed.status != OutboxStatus.pending:
+                    unclaimed = (OutboxStatus.pending, OutboxStatus.held)
+                    if claimed is not None and claimed.status not in unclaimed:
                         return OutboxRow.of(claimed)
                     times = marketing_times(session, cap.contact_id, cap.since, excluding=key)
                     not_before = cap.until(times)
                     if not_before is not None:
                         raise FrequencyCapped(not_before)
                     if claimed is not None:
+                        if claimed.status == OutboxStatus.held:
+                            claimed.status, claimed.body = OutboxStatus.pending, body
+                            claimed.recipient = recipient
+                            session.flush()
                         return OutboxRow.of(claimed)
                 row = OutboxMessage(
                     idempotency_key=key,
@@ -261,9 +276,72 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
                 session.flush()
                 return OutboxRow.of(row)
         except IntegrityError:
+            with self.sessions.begin() as session:  # held: claimed by compare-and-set
+                taken = session.scalar(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.idempotency_key == key,
+                        OutboxMessage.status == OutboxStatus.held,
+                    )
+                    .values(status=OutboxStatus.pending, body=body, recipient=recipient)
+                    .returning(OutboxMessage)
+                    .execution_options(synchronize_session=False)
+                )
+                if taken is not None:
+                    return OutboxRow.of(taken)
             found = self.get_outbox(key)
             assert found is not None
             return found
+
+    def hold_outbox(
+        self,
+        key: str,
+        *,
+        workflow_id: str,
+        channel: str,
+        recipient: str,
+        body: str,
+        message_class: str,
+        not_before: datetime,
+        reason: str,
+        contact_id: int | None = None,
+    ) -> OutboxRow:
+        """Record that this send waits until ``not_before`` (quiet hours, the frequency cap):
+        a ``held`` row, or the held row brought up to date. A row already claimed is left
+        as it is. The send that ends the hold claims the row (``claim_outbox``); until then
+        it counts toward no frequency cap."""
+        reason = reason[: limits.HOLD_REASON]
+        for _ in range(2):  # a concurrent hold or claim of the same key wins the race once
+            with self.sessions.begin() as session:
+                row = session.scalar(
+                    select(OutboxMessage).where(OutboxMessage.idempotency_key == key)
+                )
+                if row is None:
+                    row = OutboxMessage(
+                        idempotency_key=key,
+                        workflow_id=workflow_id,
+                        channel=channel,
+                        recipient=recipient,
+                        contact_id=contact_id,
+                        message_class=message_class,
+                        body=body,
+                        status=OutboxStatus.held,
+                        attempts=0,
+                        not_before=not_before,
+                        held_reason=reason,
+                    )
+                    session.add(row)
+                elif row.status == OutboxStatus.held:
+                    row.not_before, row.held_reason = not_before, reason
+                try:
+                    session.flush()
+                except IntegrityError:
+                    session.rollback()
+                    continue
+                return OutboxRow.of(row)
+        found = self.get_outbox(key)
+        assert found is not None
+        return found
 
     def get_outbox(self, key: str) -> OutboxRow | None:
         with self.sessions() as session:

@@ -546,9 +546,9 @@ async def test_concurrent_marketing_sends_to_one_contact_stay_under_the_cap(
     for held in (o for o in outcomes if o.status == "wait"):
         assert held.reason == "frequency cap"
         assert held.not_before is not None and held.not_before > before + timedelta(hours=23)
-    assert [row.status for row in store.list_outbox()] == ["sent", "sent"], (
-        "a held message claims no row"
-    )
+    assert sorted(row.status for row in store.list_outbox()) == [
+        "held", "held", "held", "sent", "sent",
+    ], "a held message has a held row, which takes no place under the cap"  # fmt: skip
 
 
 async def test_deliver_heartbeats_while_the_database_is_slow(store: Store, sqlite_url: str) -> None:

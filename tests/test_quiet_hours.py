@@ -278,7 +278,8 @@ async def test_an_sms_marketing_send_at_night_says_until_when_it_is_held(
         assert await eventually(lambda: _status(handle, SendMessage.status, held))
         description = await handle.describe()
         assert description.typed_search_attributes.get(NUDGE_STATUS) == held
-        assert store.list_outbox() == [], "nothing claimed while held"
+        [row] = store.list_outbox()
+        assert (row.status, row.held_reason) == ("held", HoldReason.quiet_hours), "held, not sent"
 
         result = await handle.result()
         assert await handle.query(SendMessage.status) == "sandboxed"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -38,6 +38,8 @@ with workflow.unsafe.imports_passed_through():
     from domain.menu_answers import check_answer
     from domain.menu_definition import MenuDefinition, MenuStep
     from domain.menu_matching import same_words
+    from domain.next_action import NextAction, ended
+    from domain.rendering import interactive_text
     from domain.status import MenuStatus, OutboxStatus, SendStatus
     from domain.text import clamp, fill, fill_interactive, words
     from domain.transcripts import TranscriptEntry
@@ -88,7 +90,9 @@ def start_options(
     who = f"contact {contact_id}"
     return WorkflowStart(
         id=workflow_id_for(channel.value, contact_id),
-        search_attributes=at_start(KIND, MenuStatus.active.value, channel.value),
+        search_attributes=at_start(
+            KIND, MenuStatus.active.value, channel.value, contact_id=contact_id
+        ),
         summary=f"Menu {menu.name} with {who}" if menu else f"Message from {who}",
     )
 
@@ -111,6 +115,7 @@ class MenuConversation:
         self._answering = False
         self._received = 0
         self._failed: list[str] = []
+        self._next = NextAction("answers the customer's message")
 
     @workflow.signal
     def message(self, message: MenuMessage) -> None:
@@ -154,8 +159,14 @@ class MenuConversation:
             self._received,
         )
 
+    @workflow.query
+    def next_action(self) -> NextAction:
+        """What it does next, when and why; its current details say the same sentence."""
+        return self._next
+
     @workflow.run
     async def run(self, start: MenuConversationInput) -> MenuConversationResult:
+        self._plan(self._next)
         carried = start.state
         seen = carried.seen if carried is not None else start.seen
         queued = carried.pending if carried is not None else start.leftovers
@@ -179,6 +190,7 @@ class MenuConversation:
             if state is None:
                 status = MenuStatus.fallback if self._fallbacks else MenuStatus.ignored
                 workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status.value)])
+                self._plan(ended(status.value))
                 return MenuConversationResult(
                     status=status, menu="", last_step="", ended_at=workflow.now()
                 )
@@ -188,8 +200,10 @@ class MenuConversation:
             ending = await self._converse(start, state)
         except asyncio.CancelledError:
             await self._record_end(start, state, MenuStatus.cancelled)
+            self._plan(ended(MenuStatus.cancelled.value))
             raise
         await self._record_end(start, state, ending.status)
+        self._plan(ended(ending.status.value))
         if self._pending and ending.status in ENDED_BY_AGENT_OR_TIME:
             # Messages that came while the conversation was ending are not dropped: a new
             # run routes them, as the webhook would have had the conversation been over.
@@ -283,6 +297,7 @@ class MenuConversation:
             if not self._pending:
                 expiry = min(state.menu.expiry, MAX_EXPIRY)
                 remaining = state.last_activity + expiry - workflow.now()
+                self._plan(_waiting(state, state.last_activity + expiry))
                 try:
                     await workflow.wait_condition(
                         lambda: (
@@ -298,6 +313,12 @@ class MenuConversation:
             message = self._pending.pop(0)
             state.last_activity = workflow.now()
             self._answering = True
+            self._plan(
+                NextAction(
+                    "answers the customer's message",
+                    why=f"at step {state.step} of menu {state.menu.name}",
+                )
+            )
             try:
                 ending = await self._handle(start, state, message)
             finally:
@@ -310,6 +331,12 @@ class MenuConversation:
                 state.opted_out, state.released = self._opted_out, self._released
                 state.received = self._received
                 workflow.continue_as_new(dataclasses.replace(start, state=state, leftovers=[]))
+
+    def _plan(self, next_action: NextAction) -> None:
+        """The ``next_action`` query and the Web UI's current details, in step (neither is a
+        command: changing them never breaks replay)."""
+        self._next = next_action
+        workflow.set_current_details(next_action.sentence())
 
     def _queued_before_release(self) -> bool:
         """Messages the customer wrote before the agent released them were written to the
@@ -462,7 +489,7 @@ class MenuConversation:
         state.sent_steps = dict(recent)
         shown = text
         if interactive is not None:
-            shown = _as_text(interactive)
+            shown = interactive_text(interactive)
             if start.channel not in TEXT_CHANNELS:
                 text = ""
             else:
@@ -556,6 +583,22 @@ class MenuConversation:
         )
 
 
+def _waiting(state: MenuState, expires_at: datetime) -> NextAction:
+    """Waiting for the customer (or, handed off, for the agent): the expiry is what comes."""
+    where = f"step {state.step} of menu {state.menu.name}"
+    if state.handed_off:
+        return NextAction(
+            "ends the conversation as handed off",
+            expires_at,
+            f"an agent has it (at {where}) unless they release it first",
+        )
+    return NextAction(
+        "ends the conversation as expired",
+        expires_at,
+        f"waiting for the customer's answer at {where}",
+    )
+
+
 def _session_id(trigger: MenuMessage | None) -> str:
     """The workflow id and the message that began the session (its trigger keyword, or the
     choice that moved to another menu). Each sent message's idempotency key is this and a
@@ -571,18 +614,3 @@ def _with_hint(interactive: dict[str, Any], hint: str) -> dict[str, Any]:
     text = f"{hint}\n\n{body.get('text', '')}".strip()
     body["text"] = text if len(text) <= whatsapp.BODY else hint
     return {**interactive, "body": body}
-
-
-def _as_text(interactive: dict[str, Any]) -> str:
-    """The menu as plain text with numbered options (for transcripts and text-only channels)."""
-    lines = []
-    for part in ("header", "body"):
-        value = interactive.get(part)
-        if isinstance(value, dict) and value.get("text"):
-            lines.append(str(value["text"]))
-    options = MenuStep(message=interactive).reply_options()
-    lines += [f"{number}. {title}" for number, (_, title) in enumerate(options, start=1)]
-    footer = interactive.get("footer")
-    if isinstance(footer, dict) and footer.get("text"):
-        lines.append(str(footer["text"]))
-    return "\n".join(lines)

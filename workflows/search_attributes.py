@@ -15,12 +15,16 @@ CHANNEL = SearchAttributeKey.for_keyword("Channel")
 ALL = (NUDGE_KIND, NUDGE_STATUS, CONTACT_ID, CHANNEL)
 
 
-def at_start(kind: str, status: str, channel: str) -> TypedSearchAttributes:
-    """The attributes a run carries from its first moment, so the Web UI can filter it at once."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(NUDGE_KIND, kind),
-            SearchAttributePair(NUDGE_STATUS, status),
-            SearchAttributePair(CHANNEL, channel),
-        ]
-    )
+def at_start(
+    kind: str, status: str, channel: str, *, contact_id: int | None = None
+) -> TypedSearchAttributes:
+    """The attributes a run carries from its first moment, so the Web UI can filter it at once
+    (and ``GET /v1/contacts/{id}/next`` find it by ``ContactId``, when the contact is known)."""
+    pairs: list[SearchAttributePair[str]] = [
+        SearchAttributePair(NUDGE_KIND, kind),
+        SearchAttributePair(NUDGE_STATUS, status),
+        SearchAttributePair(CHANNEL, channel),
+    ]
+    if contact_id is not None:
+        pairs.append(SearchAttributePair(CONTACT_ID, str(contact_id)))
+    return TypedSearchAttributes(pairs)
