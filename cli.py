@@ -14,7 +14,7 @@ from collections.abc import Generator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -24,6 +24,8 @@ from temporalio.client import Client
 from settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    import httpx
+
     from store.repo import Store
 
 app = typer.Typer(
@@ -31,8 +33,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens for /v1.", no_args_is_help=True)
+simulate_app = typer.Typer(
+    help="Be a customer of the running service (sandbox mode only).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(simulate_app, name="simulate")
 
 log = logging.getLogger("nudge")
 
@@ -194,6 +200,129 @@ def token_revoke(
             )
 
 
+@simulate_app.command("whatsapp")
+def simulate_whatsapp(
+    from_: Annotated[str, typer.Option("--from", help="the customer's number, e.g. +15551234567")],
+    text: Annotated[str, typer.Argument(help="what the customer writes")] = "",
+    reply_id: Annotated[
+        str | None, typer.Option(help="tap the button or list row with this id instead")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="the service's address", show_default="NUDGE_PUBLIC_URL"),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NUDGE_TOKEN", help="an admin token", show_default="the one `nudge dev` keeps"
+        ),
+    ] = None,
+    home: Annotated[Path, typer.Option(help="where `nudge dev` keeps its token")] = Path(".nudge"),
+    wait: Annotated[float, typer.Option(help="seconds to wait for replies")] = 10.0,
+    quiet: Annotated[float, typer.Option(help="seconds without a new reply that end it")] = 2.0,
+) -> None:
+    """Send a WhatsApp message as a customer, the way a webhook brings one, and print the
+    replies as they are sent (menus as text, each option with its id for --reply-id)."""
+    import httpx
+
+    if not text.strip() and not reply_id:
+        raise typer.BadParameter("say something, or tap an option with --reply-id")
+    base = (url or _service_url(_settings())).rstrip("/")
+    headers = {"Authorization": f"Bearer {_simulate_token(token, home)}"}
+    body = {"channel": "whatsapp", "from": from_, "text": text, "reply_id": reply_id}
+    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+        taken = _simulate_call(client, "POST", "/v1/dev/inbound", json=body).json()
+        typer.echo(f"-> {from_}: {f'(taps {reply_id})' if reply_id else text}")
+        shown = _print_replies(client, taken, wait=wait, quiet=quiet)
+    if not shown:
+        typer.echo(
+            f"no reply within {wait:g}s (no menu's keyword and no fallback text? "
+            "the service's log says what it did)",
+            err=True,
+        )
+
+
+def _service_url(settings: Settings) -> str:
+    """NUDGE_PUBLIC_URL when it is set; else where this machine's `nudge dev` listens."""
+    if "public_url" in settings.model_fields_set:
+        return settings.public_url
+    host = settings.http.host if settings.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{settings.http.port}"
+
+
+def _simulate_token(token: str | None, home: Path) -> str:
+    if token:
+        return token
+    path = home / DEV_TOKEN
+    if path.exists():
+        return path.read_text().strip()
+    typer.echo(
+        f"error: no token: pass --token or set NUDGE_TOKEN (an admin token), or run this where "
+        f"`nudge dev` keeps {path}",
+        err=True,
+    )
+    raise typer.Exit(2)
+
+
+def _simulate_call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request; a refusal or silence ends the command with a sentence, not a traceback."""
+    import httpx
+
+    base = str(client.base_url).rstrip("/")
+    try:
+        response = client.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        typer.echo(f"error: nothing answers at {base}: is `nudge dev` running? ({exc})", err=True)
+        raise typer.Exit(1) from exc
+    if response.is_success:
+        return response
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text[:200]
+    if isinstance(detail, list):  # a 422: FastAPI's list of problems, each saying where
+        detail = "; ".join(str(item.get("msg", item)) for item in detail if isinstance(item, dict))
+    if response.status_code == 401:
+        detail = f"the token was refused ({detail}): pass --token or set NUDGE_TOKEN"
+    elif response.status_code == 403:
+        detail = f"{detail}: `nudge token create --role admin` makes one"
+    elif response.status_code == 404:
+        detail = f"{base} has no {path}: is it Nudge, and recent enough?"
+    typer.echo(f"error: {response.status_code}: {detail}", err=True)
+    raise typer.Exit(1)
+
+
+def _print_replies(
+    client: httpx.Client, taken: dict[str, Any], *, wait: float, quiet: float
+) -> int:
+    """Print the contact's outbox rows made after the message as each leaves ``pending``,
+    until ``quiet`` seconds pass without one (or ``wait`` in all); how many were printed."""
+    import time
+
+    since = datetime.fromisoformat(taken["received_at"])
+    params = {"contact": taken["contact_id"], "channel": "whatsapp", "limit": 100}
+    printed: set[str] = set()
+    deadline = time.monotonic() + wait
+    last = None
+    while time.monotonic() < deadline and (last is None or time.monotonic() - last < quiet):
+        rows = _simulate_call(client, "GET", "/v1/outbox", params=params).json()
+        for row in reversed(rows):  # oldest first
+            key = row["idempotency_key"]
+            settled = row["status"] not in ("pending", "sending")
+            if key in printed or not settled or datetime.fromisoformat(row["created_at"]) < since:
+                continue
+            printed.add(key)
+            last = time.monotonic()
+            lines = (row["body"] or "(empty)").splitlines() or [""]
+            typer.echo(f"<- {lines[0]}")
+            for line in lines[1:]:
+                typer.echo(f"   {line}")
+            if row["status"] != "sandboxed":
+                typer.echo(f"   [{row['status']}{': ' + row['error'] if row['error'] else ''}]")
+        time.sleep(0.2)
+    return len(printed)
+
+
 def _when(moment: datetime | None) -> str:
     return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -338,13 +467,15 @@ async def _dev(settings: Settings, home: Path) -> None:
                 raise
         token, reused = await asyncio.to_thread(_dev_token, store, home)
         base = f"http://{settings.http.host}:{settings.http.port}"
+        off = _off_line(settings)
         typer.echo(
             "\nNudge is running\n"
             f"  API        {base}   (docs: {base}/docs, health: {base}/healthz)\n"
             f"  Temporal   {settings.temporal.address}   Web UI: {ui}\n"
             f"  Database   {_redact(settings.database_url)}\n"
             f"  Policy     {_policy_line(settings)}\n"
-            f"  Admin token ({'reused' if reused else 'new'}, kept in {home / DEV_TOKEN}): {token}\n"
+            + (f"  Off        {off}\n" if off else "")
+            + f"  Admin token ({'reused' if reused else 'new'}, kept in {home / DEV_TOKEN}): {token}\n"
             "Press Ctrl+C to stop.\n"
         )
         server = _Server(
@@ -438,6 +569,43 @@ def _load_menus(settings: Settings, store: Store) -> None:
         )
         raise typer.Exit(2) from exc
     typer.echo(f"menus loaded from {settings.menus.file}: {', '.join(names) or '(none)'}")
+
+
+_CHANNEL_WORDS = {
+    "email": "e-mail",
+    "sms": "SMS",
+    "whatsapp": "WhatsApp",
+    "whatsapp_twilio": "WhatsApp through Twilio",
+    "push": "push",
+    "support_board": "Support Board",
+    "reamaze": "Re:amaze replies",
+}
+
+
+def _off_line(settings: Settings) -> str:
+    """What a new user's setup cannot do yet, and why: a capability that is off says so
+    when ``nudge dev`` starts, not half an hour later in a failed run. Empty: nothing is."""
+    from worker import channels_configured
+
+    off: list[str] = []
+    if missing := settings.reamaze.missing:
+        short = [missing[0], *(name.removeprefix("NUDGE_REAMAZE") for name in missing[1:])]
+        off.append(f"helpdesk follow-ups (set {', '.join(short)})")
+    if settings.llm_provider == "none":
+        why = (
+            "NUDGE_LLM__PROVIDER=none"
+            if settings.llm.provider == "none"
+            else "no NUDGE_GEMINI__API_KEY or NUDGE_OPENAI__API_KEY"
+        )
+        off.append(f"LLM writing ({why}: fallback texts are sent)")
+    sandboxed = [
+        _CHANNEL_WORDS.get(name.value, name.value)
+        for name, configured in channels_configured(settings).items()
+        if not configured and not (name.value == "reamaze" and settings.reamaze.missing)
+    ]
+    if sandboxed:
+        off.append(f"{', '.join(sandboxed)} in sandbox (recorded, not sent)")
+    return "; ".join(off)
 
 
 def _policy_line(settings: Settings) -> str:

@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api import codec, contacts, followups, menu_conversations, menus, messages, suppressions
+from api import codec, contacts, docs, followups, menu_conversations, menus, messages, suppressions
 from api.body_limit import BodyLimit
 from api.nul_characters import refuse_nul_characters
+from api.validation_errors import validation_error
 from settings import Settings
-from starter import twilio, unsubscribe, whatsapp
+from starter import simulate, twilio, unsubscribe, whatsapp
 from starter.menu_routing import MenuRouter
 from store.repo import Store
 from temporal_client import TemporalConnector
@@ -32,7 +34,9 @@ ROUTERS = (
     twilio.router,
     whatsapp.router,
     unsubscribe.router,
+    simulate.router,
     codec.router,
+    docs.router,
 )
 
 
@@ -54,9 +58,13 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         summary="Customer follow-ups and conversations on Temporal durable workflows",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # api/docs.py serves /docs and /redoc without a CDN
+        redoc_url=None,
         dependencies=[Depends(refuse_nul_characters)],
     )
     app.add_middleware(BodyLimit, max_body=int(settings.http.max_body))
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.mount(docs.STATIC_URL, docs.static_files(), name="docs-static")
     app.state.settings = settings
     app.state.store = the_store
     app.state.temporal = TemporalConnector(settings)

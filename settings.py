@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain.addresses import DEFAULT_REGION, is_region
 from domain.channels import ChannelName
 from domain.durations import Duration, parse_duration_list
 
@@ -154,8 +155,18 @@ class ReamazeSettings(BaseModel):
         return self
 
     @property
+    def missing(self) -> list[str]:
+        """The settings Re:amaze still needs, by their env names (empty: configured)."""
+        needed = {
+            "NUDGE_REAMAZE__BRAND": self.base_url,
+            "NUDGE_REAMAZE__LOGIN_EMAIL": self.login_email,
+            "NUDGE_REAMAZE__API_TOKEN": self.api_token.get_secret_value(),
+        }
+        return [name for name, value in needed.items() if not value]
+
+    @property
     def configured(self) -> bool:
-        return bool(self.base_url and self.login_email and self.api_token.get_secret_value())
+        return not self.missing
 
 
 class FollowupSettings(BaseModel):
@@ -320,6 +331,9 @@ class PolicySettings(BaseModel):
     default_timezone: str = "UTC"
     """For contacts whose time zone is unknown: set it to the shop's own zone, or quiet hours
     are judged in UTC (a shop in the Americas would find its messages held in its afternoon)."""
+    default_region: str = DEFAULT_REGION
+    """Where a phone number the API is given without ``+`` and a country code is read
+    (``(555) 123-4567`` is ``+15551234567`` in ``US``): a two-letter region code."""
     quiet_hours_channels: Annotated[list[ChannelName], NoDecode] = Field(
         default_factory=lambda: [ChannelName.sms, ChannelName.whatsapp, ChannelName.push]
     )
@@ -355,6 +369,17 @@ class PolicySettings(BaseModel):
                     f"{name!r} is not a channel; quiet hours can apply to {', '.join(known)}"
                 )
         return names
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        region = value.strip().upper()
+        if not is_region(region):
+            raise ValueError(
+                f"{value!r} is not a region whose phone numbers are known; use a two-letter "
+                "code like US, GB or FR"
+            )
+        return region
 
     @field_validator("default_timezone")
     @classmethod

@@ -38,6 +38,7 @@ from activities.helpdesk import HelpdeskActivities
 from activities.menus import MenuActivities
 from activities.writer import WriterActivities
 from domain.channels import ChannelName
+from domain.durations import format_duration
 from integrations.channels import Channel
 from integrations.email_smtp import SmtpChannel
 from integrations.fcm import FcmChannel
@@ -219,31 +220,40 @@ def _llm(settings: Settings, config_model: str | None) -> TextGenerator | None:
     return build_generator(settings)
 
 
+def channels_configured(settings: Settings) -> dict[ChannelName, bool]:
+    """Which channels have their credentials; the others are sandboxed (recorded, not sent),
+    as ``nudge dev`` says when it starts."""
+    twilio = settings.twilio
+
+    def twilio_sends(sender: str) -> bool:
+        return twilio.configured and bool(sender or twilio.messaging_service_sid)
+
+    return {
+        ChannelName.email: settings.smtp.configured,
+        ChannelName.sms: twilio_sends(twilio.sms_from),
+        ChannelName.whatsapp: settings.whatsapp.configured,
+        ChannelName.whatsapp_twilio: twilio_sends(twilio.whatsapp_from),
+        ChannelName.push: settings.fcm.configured,
+        ChannelName.support_board: settings.support_board.configured,
+        ChannelName.reamaze: settings.reamaze.configured,
+    }
+
+
 def build_channels(settings: Settings) -> dict[ChannelName, Channel | None]:
     """Every channel with credentials gets its client; the others are sandboxed (None)."""
-    twilio = settings.twilio
-    twilio_senders = {
-        ChannelName.sms: twilio.sms_from,
-        ChannelName.whatsapp_twilio: twilio.whatsapp_from,
+    builders: dict[ChannelName, Callable[[], Channel]] = {
+        ChannelName.email: lambda: smtp_channel(settings.smtp),
+        ChannelName.sms: lambda: twilio_channel(settings.twilio, ChannelName.sms),
+        ChannelName.whatsapp: lambda: whatsapp_channel(settings.whatsapp),
+        ChannelName.whatsapp_twilio: lambda: twilio_channel(
+            settings.twilio, ChannelName.whatsapp_twilio
+        ),
+        ChannelName.push: lambda: fcm_channel(settings.fcm),
+        ChannelName.support_board: lambda: support_board_channel(settings.support_board),
+        ChannelName.reamaze: lambda: reamaze_client(settings.reamaze),
     }
-    channels: dict[ChannelName, Channel | None] = {
-        ChannelName.email: smtp_channel(settings.smtp) if settings.smtp.configured else None,
-        ChannelName.whatsapp: (
-            whatsapp_channel(settings.whatsapp) if settings.whatsapp.configured else None
-        ),
-        ChannelName.push: fcm_channel(settings.fcm) if settings.fcm.configured else None,
-        ChannelName.support_board: (
-            support_board_channel(settings.support_board)
-            if settings.support_board.configured
-            else None
-        ),
-        ChannelName.reamaze: (
-            reamaze_client(settings.reamaze) if settings.reamaze.configured else None
-        ),
-    }
-    for name, sender in twilio_senders.items():
-        usable = twilio.configured and (sender or twilio.messaging_service_sid)
-        channels[name] = twilio_channel(twilio, name) if usable else None
+    configured = channels_configured(settings)
+    channels = {name: build() if configured[name] else None for name, build in builders.items()}
     sandboxed = sorted(name.value for name, client in channels.items() if client is None)
     if sandboxed:
         log.info("sandboxed channels (no credentials): %s", ", ".join(sandboxed))
@@ -362,7 +372,11 @@ async def ensure_schedules(client: Client, settings: Settings) -> None:
     )
     try:
         await client.create_schedule(schedule_id, schedule, trigger_immediately=True)
-        log.info("created schedule %s every %s", schedule_id, settings.reamaze.poll_interval)
+        log.info(
+            "created schedule %s every %s",
+            schedule_id,
+            format_duration(settings.reamaze.poll_interval),
+        )
     except ScheduleAlreadyRunningError:
         handle = client.get_schedule_handle(schedule_id)
 

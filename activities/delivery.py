@@ -19,6 +19,7 @@ from activities.heartbeat import db, shielded_with_heartbeat
 from domain.addresses import address_channel, normalize_address
 from domain.channels import WHATSAPP_CHANNELS, ChannelName, MessageClass
 from domain.delivery import ContactPolicyCheck, DeliverRequest, DeliveryOutcome, PolicyAnswer
+from domain.durations import describe_duration
 from domain.policy import (
     Decision,
     HoldReason,
@@ -30,6 +31,7 @@ from domain.policy import (
     quiet_until,
     whatsapp_window_open,
 )
+from domain.rendering import interactive_text
 from domain.status import FINAL_OUTBOX, OutboxStatus, SendStatus
 from integrations.channels import (
     Channel,
@@ -96,19 +98,17 @@ class DeliveryActivities:
         the provider, called only by the attempt that takes the row from ``pending``."""
         key = request.idempotency_key
         existing = await db(self.store.get_outbox, key)
-        if existing is not None and existing.status != OutboxStatus.pending:
+        unclaimed = (OutboxStatus.pending, OutboxStatus.held)
+        if existing is not None and existing.status not in unclaimed:
             return await self._as_stored(request)
         request = dataclasses.replace(request, as_of=policy_now(request.as_of))
         contact_id = request.contact_id
         if contact_id is None:
             contact_id = await db(self.store.contact_for, *self._address(request))
         decision = await self.decide(request, contact_id, count_cap=False)
-        if decision.verdict == Verdict.wait:
-            return DeliveryOutcome(
-                SendStatus.wait,
-                not_before=decision.not_before,
-                reason=decision.reason,
-                timezone=decision.timezone,
+        if decision.verdict == Verdict.wait and decision.not_before is not None:
+            return await self._hold(
+                request, contact_id, decision.not_before, decision.reason, decision.timezone
             )
         refused = decision.verdict in (Verdict.suppressed, Verdict.outside_whatsapp_window)
         message = self._message(request, use_template=decision.verdict == Verdict.send_template)
@@ -119,17 +119,14 @@ class DeliveryActivities:
                 workflow_id=request.workflow_id,
                 channel=request.channel.value,
                 recipient=request.to,
-                body=message.text or (message.template.name if message.template else ""),
+                body=outbox_body(message),
                 message_class=request.message_class.value,
                 contact_id=contact_id,
                 cap=None if refused else self._cap(request, contact_id),
             )
         except FrequencyCapped as capped:  # a concurrent send took the last place
-            return DeliveryOutcome(
-                SendStatus.wait,
-                not_before=capped.not_before,
-                reason=HoldReason.frequency_cap,
-                timezone=decision.timezone,
+            return await self._hold(
+                request, contact_id, capped.not_before, HoldReason.frequency_cap, decision.timezone
             )
         if row.status != OutboxStatus.pending:
             return await self._as_stored(request)
@@ -143,6 +140,36 @@ class DeliveryActivities:
                 return await self._as_stored(request)
             return DeliveryOutcome(SendStatus(decision.verdict.value), reason=decision.reason)
         return await self._send(request, message)
+
+    async def _hold(
+        self,
+        request: DeliverRequest,
+        contact_id: int | None,
+        not_before: datetime,
+        reason: str,
+        timezone: str,
+    ) -> DeliveryOutcome:
+        """Not now: the outbox row says ``held`` until when and why (``GET /v1/outbox``),
+        under the same key, so the send that ends the hold claims this row."""
+        await db(
+            self.store.hold_outbox,
+            request.idempotency_key,
+            workflow_id=request.workflow_id,
+            channel=request.channel.value,
+            recipient=request.to,
+            body=outbox_body(self._message(request, use_template=False)),
+            message_class=request.message_class.value,
+            not_before=not_before,
+            reason=reason,
+            contact_id=contact_id,
+        )
+        return DeliveryOutcome(
+            SendStatus.wait,
+            not_before=not_before,
+            reason=reason,
+            timezone=timezone,
+            contact_id=contact_id,
+        )
 
     @activity.defn
     async def check_contact_policy(self, check: ContactPolicyCheck) -> PolicyAnswer:
@@ -223,7 +250,8 @@ class DeliveryActivities:
                     return Decision(
                         Verdict.outside_whatsapp_window,
                         reason="outside_whatsapp_window: no inbound message in the last "
-                        f"{self.policy.whatsapp_window} and no approved template configured",
+                        f"{describe_duration(self.policy.whatsapp_window)} and no approved "
+                        "template configured",
                     )
                 verdict = Verdict.send_template
         if not marketing:
@@ -373,7 +401,7 @@ class DeliveryActivities:
             row = await db(self.store.take_outbox, key, OutboxStatus.sandboxed)
             if row is None:
                 return await self._as_stored(request)
-            log.info("sandbox %s -> %s: %s", request.channel.value, request.to, message.text[:200])
+            log.info("sandbox %s -> %s: %s", request.channel.value, request.to, row.body[:2000])
             return DeliveryOutcome(SendStatus.sandboxed, sent_at=row.sent_at)
         # From taking the row to recording the provider's answer is one unit that a cancel
         # (e.g. a heartbeat timeout of a busy worker) waits for: honoured in between, it
@@ -437,6 +465,15 @@ class DeliveryActivities:
             provider_message_id=receipt.provider_message_id,
             sent_at=row.sent_at,
         )
+
+
+def outbox_body(message: OutboundMessage) -> str:
+    """What the outbox (and the sandbox log) shows of a message: an interactive menu as text
+    with its options and their ids (the channel sends the interactive object, not the text),
+    else the text, else the template's name. Never empty for a menu."""
+    if message.interactive is not None:
+        return interactive_text(message.interactive, with_ids=True)
+    return message.text or (message.template.name if message.template else "")
 
 
 def policy_now(as_of: datetime | None) -> datetime:

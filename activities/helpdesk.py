@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.failures import as_application_error
 from activities.writer import TranscriptLine
@@ -174,8 +174,13 @@ class HelpdeskActivities:
             conversation = await client.get_conversation(request.conversation)
             messages = await client.list_messages(request.conversation)
         except NotFound as error:
+            # An ending the workflow expects (``conversation_gone``): BENIGN keeps the worker
+            # from logging it as a failure with a traceback.
             raise ApplicationError(
-                str(error), type="ConversationGone", non_retryable=True
+                str(error),
+                type="ConversationGone",
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
             ) from error
         except ProviderError as error:
             raise as_application_error(error) from error

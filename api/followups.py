@@ -13,11 +13,13 @@ from temporalio.client import ScheduleHandle, WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.next_actions import NextActionOut, next_actions
 from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserToken
 from domain import limits
 from domain.addresses import REAMAZE_SLUG
 from domain.durations import Duration
 from domain.status import FollowUpStatus
+from settings import Settings
 from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, start_options
 from workflows.helpdesk_poll import schedule_id_for
 
@@ -39,14 +41,19 @@ class StartFollowUp(BaseModel):
     conversation: Slug = Field(description="The Re:amaze conversation slug")
     waits: list[Duration] | None = Field(
         default=None,
+        min_length=1,
         max_length=limits.MAX_FOLLOWUP_STEPS,
-        description="Per-step waits like 30m, 24h; defaults to NUDGE_FOLLOWUP__WAITS",
+        description=(
+            f"One wait per step, 1 to {limits.MAX_FOLLOWUP_STEPS}, like 30m, 24h, 3d; "
+            "left out: NUDGE_FOLLOWUP__WAITS"
+        ),
     )
 
 
 class Started(BaseModel):
     workflow_id: str
     run_id: str | None
+    waits: list[Duration] = Field(description="The waits this sequence runs with, e.g. 12h, 1d")
 
 
 class StepOut(BaseModel):
@@ -79,6 +86,20 @@ class RunningFollowUp(BaseModel):
     run_id: str | None
     status: str | None
     started_at: datetime | None
+    next_action: NextActionOut | None = Field(
+        default=None, description="what it does next, when and why; null if it did not answer"
+    )
+
+
+ENDED = {
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "continued as new",
+    WorkflowExecutionStatus.TIMED_OUT: "timed out",
+}
+"""Temporal's ending of a run in our words (its enum spells ``CANCELED``)."""
 
 
 class CancelOut(BaseModel):
@@ -90,11 +111,8 @@ class CancelOut(BaseModel):
 async def start_followup(
     body: StartFollowUp, _: AdminToken, client: TemporalDep, settings: SettingsDep
 ) -> Started:
-    waits = body.waits or settings.followup.waits
-    if not waits:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "waits: at least one wait is needed"
-        )
+    _require_reamaze(settings)
+    waits = settings.followup.waits if body.waits is None else body.waits
     start = start_options(body.conversation)
     try:
         handle = await client.start_workflow(
@@ -113,7 +131,7 @@ async def start_followup(
             status.HTTP_409_CONFLICT,
             f"conversation: a follow-up for {body.conversation} is already running ({start.id})",
         ) from exc
-    return Started(workflow_id=start.id, run_id=handle.result_run_id)
+    return Started(workflow_id=start.id, run_id=handle.result_run_id, waits=list(waits))
 
 
 @router.get("/v1/followups", response_model=list[FollowUpOut])
@@ -140,7 +158,8 @@ async def list_followups(
 async def list_running(
     _: UserToken, client: TemporalDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[RunningFollowUp]:
-    """Sequences still waiting or sending, from Temporal's visibility store."""
+    """Sequences still waiting or sending, from Temporal's visibility store, each with what it
+    will do next (its ``next_action`` query, asked of all of them at once)."""
     found: list[RunningFollowUp] = []
     query = "NudgeKind = 'helpdesk_followup' AND ExecutionStatus = 'Running'"
     async for execution in client.list_workflows(query, limit=limit):
@@ -154,6 +173,9 @@ async def list_running(
                 started_at=execution.start_time,
             )
         )
+    actions = await next_actions(client, [(run.workflow_id, run.run_id) for run in found])
+    for run, action in zip(found, actions, strict=True):
+        run.next_action = action
     return found
 
 
@@ -179,9 +201,9 @@ async def cancel_followup(workflow_id: str, _: AdminToken, client: TemporalDep) 
             ) from exc
         raise
     if description.status != WorkflowExecutionStatus.RUNNING:
+        ended = ENDED.get(description.status, "unknown") if description.status else "unknown"
         raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"workflow_id: {workflow_id} is not running ({description.status.name.lower() if description.status else 'unknown'})",
+            status.HTTP_409_CONFLICT, f"workflow_id: {workflow_id} is not running ({ended})"
         )
     await handle.cancel()
     return CancelOut(workflow_id=workflow_id, cancel_requested=True)
@@ -190,6 +212,7 @@ async def cancel_followup(workflow_id: str, _: AdminToken, client: TemporalDep) 
 @router.post("/v1/helpdesk/poll", status_code=status.HTTP_202_ACCEPTED)
 async def poll_now(_: AdminToken, client: TemporalDep, settings: SettingsDep) -> dict[str, str]:
     """Trigger the poll schedule now instead of at its next interval."""
+    _require_reamaze(settings)
     schedule_id = schedule_id_for(task_queue=settings.temporal.task_queue)
     handle: ScheduleHandle = client.get_schedule_handle(schedule_id)
     try:
@@ -198,7 +221,19 @@ async def poll_now(_: AdminToken, client: TemporalDep, settings: SettingsDep) ->
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
-                "the poll schedule does not exist: is Re:amaze configured?",
+                f"the poll schedule {schedule_id} does not exist yet: the worker creates it "
+                "when it starts with Re:amaze configured (`nudge worker`)",
             ) from exc
         raise
     return {"schedule_id": schedule_id, "triggered": "true"}
+
+
+def _require_reamaze(settings: Settings) -> None:
+    """Refuse now what could only fail later: without Re:amaze a follow-up cannot read its
+    conversation, and would end ``failed`` after its first wait."""
+    if missing := settings.reamaze.missing:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"Re:amaze is not configured: set {', '.join(missing)} (for the worker and the "
+            "HTTP service); nothing was started",
+        )

@@ -76,6 +76,9 @@ class DeliveryOutcome:
     unregistered device): nothing sent there will ever arrive."""
     timezone: str = ""
     """With ``wait``: the zone the hold was judged in (``domain.policy.held_status``)."""
+    contact_id: int | None = None
+    """With ``wait``: the contact the address belongs to, so a run started with only an
+    address can say whose message it holds (the ``ContactId`` search attribute)."""
 
 
 @dataclass

@@ -80,8 +80,9 @@ LOCALE = 20
 """A BCP 47 language tag (``en``, ``pt-BR``, ``zh-Hant-TW``) or a WhatsApp language code."""
 TOKEN_NAME = 120
 """What an API token is for, as its creator names it."""
-MAX_FOLLOWUP_STEPS = 10
-"""Waits of one follow-up sequence (the default has two)."""
+MAX_FOLLOWUP_STEPS = 20
+"""Waits of one follow-up sequence (the default has two); each step is a few history events,
+so even 20 keeps a run's history small."""
 
 # --- ours: ids and keys Nudge builds -------------------------------------------------------
 
@@ -108,6 +109,8 @@ CHANNEL = 40
 """A channel, provider, helpdesk or source name (``whatsapp_twilio`` is the longest today)."""
 STATUS = 20
 """A status, scope, message class, role or platform: single words of ours."""
+HOLD_REASON = 40
+"""Why a held message waits (``domain.policy.HoldReason``: ``frequency cap``, ``quiet hours``)."""
 FOLLOWUP_STATUS = 40
 """A finished follow-up's status (``FollowUpStatus``: ``conversation_gone`` is the longest)."""
 TOKEN_HASH = 64

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from domain import limits
-from domain.durations import parse_duration
+from domain.durations import format_duration, parse_duration
 
 DEFAULT_EXPIRY = timedelta(hours=24)
 MAX_EXPIRY = timedelta(days=30)
@@ -111,8 +111,14 @@ class MenuDefinition(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip() and value.strip()[-1] in "smhd":
-            return parse_duration(value)
-        return value
+            # No ceiling here: the checks refuse over 30 days when a menu is saved, and a
+            # definition already in a workflow's history must always read back.
+            return parse_duration(value, longest=None)
+        return value  # ISO 8601 (``PT24H``): how definitions were written before
+
+    @field_serializer("expiry", when_used="json")
+    def _written_as_entered(self, value: timedelta) -> str:
+        return format_duration(value)
 
 
 @dataclass(frozen=True)

@@ -151,13 +151,6 @@ def held_status(not_before: datetime, timezone: str, reason: str) -> str:
     ``NudgeStatus`` search attribute). The time is ``not_before`` on the wall clock of the
     zone the hold was judged in, the one quiet hours are written for; UTC when it is unknown
     (results recorded before the zone was). A hold longer than a day still shows only the
-    time: the run's details say the date."""
+    time: the run's ``next_action`` (and its details) say the date."""
     local = not_before.astimezone(ZoneInfo(timezone or "UTC"))
     return f"{HELD_PREFIX}{local:%H:%M}_{reason.strip().replace(' ', '_') or 'policy'}"
-
-
-def held_details(not_before: datetime, timezone: str, reason: str) -> str:
-    """The same hold in a sentence, with the date and the zone, for the run's details."""
-    zone = timezone or "UTC"
-    local = not_before.astimezone(ZoneInfo(zone))
-    return f"held by {reason or 'the contact policy'} until {local:%Y-%m-%d %H:%M} ({zone})"

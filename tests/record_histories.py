@@ -150,7 +150,7 @@ async def record_followups(
     with running_fakes() as fakes:
         settings = settings_for(fakes, url, "record", write_script_config(workdir))
         async with nudge_worker(env.client, settings, store):
-            for name in ("completed", "purchase", "cancelled"):
+            for name in ("completed", "purchase", "cancelled", "failed"):
                 slug = f"{name}-{uuid.uuid4().hex[:6]}"
                 fakes.reamaze.add_conversation(
                     slug, tags=[TAG], customer_email=f"{slug}@example.com"
@@ -165,6 +165,8 @@ async def record_followups(
                     fakes.reamaze.add_message(
                         slug, "payment successful", email=f"{slug}@example.com"
                     )
+                if name == "failed":  # Re:amaze refuses the credentials: a FAILED run
+                    fakes.reamaze.fail_next("GET", f"/conversations/{slug}", 401)
                 handle = await env.client.start_workflow(
                     HelpdeskFollowUp.run,
                     FollowUpInput(conversation=slug, waits=WAITS, trigger_tag=TAG),

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.fakes.server import free_port
+from tests.fakes.reamaze import FakeReamaze
+from tests.fakes.server import free_port, serve
 from tests.processes import BIN
 
 
@@ -89,7 +90,22 @@ def port_closed(port: int) -> bool:
 
 def test_nudge_dev_runs_the_stack_and_keeps_state(tmp_path: Path) -> None:
     temporal_port, ui_port, http_port = free_port(), free_port(), free_port()
+    with serve(FakeReamaze().app) as reamaze:
+        _run_and_restart(tmp_path, temporal_port, ui_port, http_port, reamaze.url)
+
+
+def _run_and_restart(
+    tmp_path: Path, temporal_port: int, ui_port: int, http_port: int, reamaze_url: str
+) -> None:
     stack = DevStack(tmp_path, temporal_port, ui_port, http_port)
+    # Re:amaze configured (a fake): a follow-up can start; every other channel is sandboxed.
+    stack.env.update(
+        {
+            "NUDGE_REAMAZE__BASE_URL": reamaze_url,
+            "NUDGE_REAMAZE__LOGIN_EMAIL": "bot@shop.test",
+            "NUDGE_REAMAZE__API_TOKEN": "token",
+        }
+    )
     token = stack.start()
     try:
         health = wait_healthy(stack.http)
@@ -100,7 +116,8 @@ def test_nudge_dev_runs_the_stack_and_keeps_state(tmp_path: Path) -> None:
         assert httpx.get(f"{stack.http}/v1/followups", timeout=5).status_code == 401
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{stack.http}/v1/followups", headers=auth, timeout=5).json() == []
-        # Re:amaze is not configured: the follow-up still runs, its sends are sandboxed.
+        assert "  Off        " in stack.output and "in sandbox (recorded, not sent)" in stack.output
+        assert "helpdesk follow-ups" not in stack.output, "Re:amaze is configured"
         started = httpx.post(
             f"{stack.http}/v1/followups", json={"conversation": "keep-me"}, headers=auth, timeout=10
         )
@@ -113,6 +130,7 @@ def test_nudge_dev_runs_the_stack_and_keeps_state(tmp_path: Path) -> None:
     assert (tmp_path / ".nudge" / "temporal.db").exists()
 
     second = DevStack(tmp_path, temporal_port, ui_port, http_port)
+    second.env = stack.env
     first_token, token = token, second.start()
     try:
         assert "Admin token (new" in stack.output and "Admin token (reused" in second.output

@@ -13,16 +13,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import CancelledError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from dependencies import get_temporal
 from domain.channels import ChannelName
 from domain.policy import OptOutSource
 from domain.status import FollowUpStatus
-from settings import PolicySettings
-from store.repo import FollowUpRecord, Store
+from service import create_app
+from settings import PolicySettings, Settings
+from store.repo import FollowUpRecord, Role, Store
 from tests.stack import Fakes, nudge_worker, running_fakes, settings_for, write_script_config
 from tests.waiting import eventually, wait_for
 from workflows.helpdesk_followup import (
@@ -139,11 +142,14 @@ async def test_two_followups_then_tag_removed(rig: Rig) -> None:
 async def test_purchase_before_first_step_sends_nothing(rig: Rig) -> None:
     slug = rig.conversation()
     rig.fakes.reamaze.add_message(slug, "Payment successful, thanks!", email="customer@example.com")
-    result = await (await rig.start(slug)).result()
+    handle = await rig.start(slug)
+    result = await handle.result()
     assert result.status == FollowUpStatus.purchase_detected
     assert rig.fakes.reamaze.posts_for(slug) == []
     assert rig.outcome(slug).status == "purchase_detected"
     assert TAG not in rig.fakes.reamaze.tags(slug)
+    # The sequence did its job: green in the Web UI, not a failure.
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
 
 
 async def test_purchase_between_steps_stops_the_second(rig: Rig) -> None:
@@ -178,7 +184,9 @@ async def test_tag_removed_by_agent_stops_the_sequence(rig: Rig) -> None:
     assert rig.fakes.reamaze.posts_for(slug) == []
 
 
-async def test_cancel_during_the_wait_removes_the_tag_and_records(rig: Rig) -> None:
+async def test_cancel_during_the_wait_removes_the_tag_and_records(
+    rig: Rig, sqlite_url: str
+) -> None:
     slug = rig.conversation()
     handle = await rig.start(slug)
     await rig.env.sleep(timedelta(minutes=5))
@@ -190,6 +198,43 @@ async def test_cancel_during_the_wait_removes_the_tag_and_records(rig: Rig) -> N
     assert rig.fakes.reamaze.tags(slug) == ["vip"]
     outcome = rig.outcome(slug)
     assert outcome.status == "cancelled" and outcome.tag_removed
+    assert outcome.failure_reason is None, "a cancel is no failure"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+
+    # Temporal's enum spells it CANCELED; what we say spells it as our status does.
+    app = create_app(Settings(_env_file=None, database_url=sqlite_url), store=rig.store)
+    app.dependency_overrides[get_temporal] = lambda: rig.env.client
+    token = rig.store.create_token(Role.admin)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://nudge.test"
+    ) as api:
+        again = await api.post(
+            f"/v1/followups/{handle.id}/cancel", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert again.status_code == 409, again.text
+    assert again.json()["detail"] == f"workflow_id: {handle.id} is not running (cancelled)"
+
+
+async def test_cancel_while_reamaze_is_retried_is_a_cancel_not_a_failure(rig: Rig) -> None:
+    """A cancel that arrives while an activity is pending (here: Re:amaze asked us to come
+    back in an hour) ends the run as cancelled, recorded without a failure reason."""
+    slug = rig.conversation()
+    rig.fakes.reamaze.fail_next("GET", f"/conversations/{slug}", 429, retry_after="3600")
+    handle = await rig.start(slug)
+    await rig.env.sleep(timedelta(minutes=31))
+    await wait_for(
+        lambda: ("GET", f"/conversations/{slug}") in rig.fakes.reamaze.requests,
+        within=10,
+        failure="step 1 never read the conversation",
+    )
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    outcome = rig.outcome(slug)
+    assert outcome.status == "cancelled" and outcome.failure_reason is None
+    assert outcome.tag_removed and rig.fakes.reamaze.posts_for(slug) == []
 
 
 async def test_deleted_conversation_ends_as_gone(rig: Rig) -> None:
@@ -214,12 +259,54 @@ async def test_rejected_post_fails_with_a_reason(rig: Rig) -> None:
     rig.fakes.reamaze.fail_next(
         "POST", f"/conversations/{slug}/messages", 422, body={"errors": {"body": ["is invalid"]}}
     )
-    result = await (await rig.start(slug)).result()
-    assert result.status == FollowUpStatus.failed
-    assert result.reason and "422" in result.reason
+    handle = await rig.start(slug)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, ApplicationError)
+    assert failure.value.cause.type == "FollowUpFailed" and "422" in failure.value.cause.message
     outcome = rig.outcome(slug)
     assert outcome.status == "failed" and outcome.failure_reason and "422" in outcome.failure_reason
     assert outcome.tag_removed
+
+
+async def test_a_failed_run_is_a_failed_workflow_with_its_outcome_recorded(
+    rig: Rig, sqlite_url: str
+) -> None:
+    """Re:amaze refusing our credentials cannot succeed on retry: the run records its outcome
+    and removes the tag, then ends FAILED, red in the Web UI with the reason in its failure,
+    and the API's listing gives the same reason."""
+    slug = rig.conversation()
+    rig.fakes.reamaze.fail_next("GET", f"/conversations/{slug}", 401)
+    handle = await rig.start(slug)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.FAILED
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "FollowUpFailed"
+    assert cause.non_retryable
+    assert cause.message.startswith("follow-up failed: ") and "401" in cause.message
+
+    outcome = rig.outcome(slug)
+    assert outcome.status == "failed" and outcome.tag_removed
+    assert outcome.failure_reason and "401" in outcome.failure_reason
+    assert cause.message == f"follow-up failed: {outcome.failure_reason}"
+    assert rig.fakes.reamaze.posts_for(slug) == []
+
+    app = create_app(Settings(_env_file=None, database_url=sqlite_url), store=rig.store)
+    token = rig.store.create_token(Role.user)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://nudge.test"
+    ) as api:
+        listed = await api.get(
+            "/v1/followups",
+            params={"conversation": slug, "status": "failed"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert listed.status_code == 200, listed.text
+    [row] = listed.json()
+    assert row["failure_reason"] == outcome.failure_reason
 
 
 async def test_customer_unsubscribed_from_marketing_gets_no_followup(rig: Rig) -> None:

@@ -28,6 +28,8 @@ RECORDED = {
     "helpdesk_followup_send_path_cancelled",
     "helpdesk_followup_send_path_completed",
     "helpdesk_followup_send_path_purchase",
+    # ... and a failed sequence, which since "failed-runs-fail" ends as a FAILED run
+    "helpdesk_followup_outcome_failed",
     "helpdesk_poll_started_two",
     "menu_conversation_completed",
     "menu_conversation_delivery_failed",

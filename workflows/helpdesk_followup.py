@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryActivities, PostReplyInput, PostReplyResult
@@ -29,7 +29,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.writer import WRITE_ATTEMPTS, WriterActivities, WriteRequest
     from domain.channels import ChannelName, MessageClass
     from domain.delivery import ContactPolicyCheck, DeliverRequest, DeliveryOutcome
-    from domain.policy import HELD_PREFIX, Verdict, held_details, held_status
+    from domain.durations import format_duration
+    from domain.next_action import NextAction, ended
+    from domain.policy import HELD_PREFIX, Verdict, held_status
     from domain.status import SENT_STATUSES, FollowUpStatus, SendStatus
     from workflows.bookkeeping import BOOKKEEPING, recorded
     from workflows.delivery import send
@@ -52,6 +54,12 @@ HELD_STATUS_PATCH = "held-status"
 """A held step says until when and why (``held_until_08:00_quiet_hours``), in the ``status``
 query and the ``NudgeStatus`` search attribute; runs begun earlier said ``holding_step_N``
 in the query only."""
+
+FAILED_RUNS_FAIL_PATCH = "failed-runs-fail"
+"""A sequence that ends ``failed`` ends as a FAILED run (``FollowUpFailed``) after recording
+its outcome, and one cancelled while an activity ran ends ``cancelled``; runs begun earlier
+completed in both cases, recording the cancel as ``failed``."""
+FOLLOW_UP_FAILED = "FollowUpFailed"
 
 HELPDESK_API = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -117,14 +125,21 @@ class HelpdeskFollowUp:
         self._contact_id: int | None = None
         self._reason: str | None = None
         """Why the sequence ended as it did, when it did not complete."""
+        self._next = NextAction("starts the sequence")
 
     @workflow.query
     def status(self) -> str:
         return self._status
 
+    @workflow.query
+    def next_action(self) -> NextAction:
+        """What it does next, when and why; its current details say the same sentence."""
+        return self._next
+
     @workflow.run
     async def run(self, request: FollowUpInput) -> FollowUpResult:
         started_at = workflow.now()
+        self._plan(self._next)
         if workflow.info().typed_search_attributes.get(NUDGE_KIND) is None:
             # Started without them (e.g. by `temporal workflow start`): set them once.
             workflow.upsert_search_attributes(
@@ -138,18 +153,43 @@ class HelpdeskFollowUp:
             await self._finish(request, FollowUpStatus.cancelled, None, started_at)
             raise
         except ActivityError as error:
+            if is_cancelled_exception(error) and workflow.patched(FAILED_RUNS_FAIL_PATCH):
+                # Cancelled while an activity ran: a cancel like any other, not a failure.
+                await self._finish(request, FollowUpStatus.cancelled, None, started_at)
+                raise
             status, reason = _classify(error)
-        return await self._finish(request, status, reason, started_at)
+        result = await self._finish(request, status, reason, started_at)
+        if status == FollowUpStatus.failed and workflow.patched(FAILED_RUNS_FAIL_PATCH):
+            # Recorded and cleaned up; now show it as what it is: red in the Web UI, counted
+            # under Failures.
+            message = f"follow-up failed: {result.reason or 'no reason given'}"
+            workflow.set_current_details(message)
+            raise ApplicationError(message, type=FOLLOW_UP_FAILED, non_retryable=True)
+        return result
 
     async def _run_steps(self, request: FollowUpInput) -> FollowUpStatus:
         info = workflow.info()
         for number, wait in enumerate(request.waits, start=1):
             self._set_status(f"waiting_step_{number}")
             step = StepOutcome(step=number, due_at=workflow.now() + wait)
+            after = "the sequence began" if number == 1 else f"step {number - 1}"
+            self._plan(
+                NextAction(
+                    f"sends follow-up {number}",
+                    step.due_at,
+                    f"{format_duration(wait)} after {after}",
+                )
+            )
             await workflow.sleep(wait)
             step.fired_at = workflow.now()
 
             while True:
+                self._plan(
+                    NextAction(
+                        f"sends follow-up {number} now",
+                        why="unless the customer has bought or the tag is gone",
+                    )
+                )
                 snapshot = await workflow.execute_activity_method(
                     HelpdeskActivities.read_conversation,
                     ReadConversationInput(request.conversation, request.trigger_tag),
@@ -181,6 +221,7 @@ class HelpdeskFollowUp:
                 await workflow.sleep(max(answer.not_before - workflow.now(), timedelta(seconds=1)))
 
             self._set_status(f"sending_step_{number}", searchable=False)
+            self._plan(NextAction(f"sends follow-up {number} now", why="writing the message"))
             draft = await workflow.execute_activity_method(
                 WriterActivities.write_followup,
                 WriteRequest(step=number, transcript=snapshot.transcript),
@@ -225,6 +266,7 @@ class HelpdeskFollowUp:
         started_at: datetime,
     ) -> FollowUpResult:
         self._set_status("finishing", searchable=False)
+        self._plan(NextAction("records the outcome", why=f"the sequence ended {status.value}"))
         tag_removed = False
         if request.remove_tag_on_finish and status != FollowUpStatus.conversation_gone:
             try:
@@ -237,7 +279,10 @@ class HelpdeskFollowUp:
                 )
             except ActivityError as error:
                 # The outcome still gets recorded; the poller will not restart on a leftover tag.
-                reason = f"{reason + '; ' if reason else ''}tag not removed: {_cause(error)}"
+                # A cancel is no failure: its record says only tag_removed=false.
+                workflow.logger.warning("trigger tag not removed: %s", _cause(error))
+                if status != FollowUpStatus.cancelled:
+                    reason = f"{reason + '; ' if reason else ''}tag not removed: {_cause(error)}"
         info = workflow.info()
         await recorded(
             "record the follow-up's outcome",
@@ -260,6 +305,15 @@ class HelpdeskFollowUp:
             ),
         )
         self._set_status(status.value)
+        self._plan(ended(status.value))
+        # How it ended, in one line: a purchase or a removed tag is the sequence working.
+        log = workflow.logger.warning if status == FollowUpStatus.failed else workflow.logger.info
+        log(
+            "follow-up on %s ended %s%s",
+            request.conversation,
+            status.value,
+            f": {reason}" if reason else "",
+        )
         return FollowUpResult(
             status=status, steps=self._steps, reason=reason, tag_removed=tag_removed
         )
@@ -286,20 +340,43 @@ class HelpdeskFollowUp:
         )
         step.sent_at, step.send_status = sent.sent_at, sent.status
 
-    def _hold(self, step: int, not_before: datetime, timezone: str, reason: str) -> None:
+    def _hold(
+        self,
+        step: int,
+        not_before: datetime,
+        timezone: str,
+        reason: str,
+        then: str = "the conversation is read again first",
+    ) -> None:
         """Say until when and why the step is held, in the zone it was judged in."""
+        self._plan(
+            NextAction(
+                f"sends follow-up {step}",
+                not_before,
+                f"held by {reason or 'the contact policy'}; {then}",
+                timezone,
+            )
+        )
         if not workflow.patched(HELD_STATUS_PATCH):
             self._set_status(f"holding_step_{step}", searchable=False)
             return
         self._set_status(held_status(not_before, timezone, reason))
-        workflow.set_current_details(
-            f"Step {step} {held_details(not_before, timezone, reason)}; "
-            "the conversation is read again then."
-        )
 
     def _held_send(self, step: int, outcome: DeliveryOutcome) -> None:
         if outcome.not_before is not None:
-            self._hold(step, outcome.not_before, outcome.timezone, outcome.reason)
+            self._hold(
+                step,
+                outcome.not_before,
+                outcome.timezone,
+                outcome.reason,
+                then="the message is written already",
+            )
+
+    def _plan(self, next_action: NextAction) -> None:
+        """The ``next_action`` query and the Web UI's current details, in step (neither is a
+        command: changing them never breaks replay)."""
+        self._next = next_action
+        workflow.set_current_details(next_action.sentence())
 
     def _set_status(self, status: str, *, searchable: bool = True) -> None:
         """Every phase shows in the ``status`` query; only the waits (a hold too) and the
@@ -309,8 +386,6 @@ class HelpdeskFollowUp:
         self._status = status
         current = workflow.info().typed_search_attributes.get(NUDGE_STATUS)
         was_held = current is not None and current.startswith(HELD_PREFIX)
-        if was_held and not status.startswith(HELD_PREFIX):
-            workflow.set_current_details("")
         if (searchable or was_held) and current != status:
             workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
 

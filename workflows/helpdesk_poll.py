@@ -15,6 +15,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 with workflow.unsafe.imports_passed_through():
     from activities.helpdesk import FindTaggedInput, HelpdeskActivities
     from domain.channels import ChannelName
+    from domain.next_action import NextAction
     from workflows.helpdesk_followup import (
         HELPDESK_API,
         FollowUpInput,
@@ -47,8 +48,17 @@ def schedule_id_for(helpdesk: str = ChannelName.reamaze.value, task_queue: str =
 
 @workflow.defn
 class HelpdeskPoll:
+    def __init__(self) -> None:
+        self._next = NextAction("looks for tagged conversations now")
+
+    @workflow.query
+    def next_action(self) -> NextAction:
+        """What it does next, when and why; its current details say the same sentence."""
+        return self._next
+
     @workflow.run
     async def run(self, request: PollInput) -> PollResult:
+        self._plan(self._next)
         workflow.upsert_search_attributes([NUDGE_KIND.value_set("helpdesk_poll")])
         tagged = await workflow.execute_activity_method(
             HelpdeskActivities.find_tagged_conversations,
@@ -57,6 +67,12 @@ class HelpdeskPoll:
             # A poll that cannot finish before the next one is simply superseded by it.
             schedule_to_close_timeout=timedelta(minutes=10),
             retry_policy=HELPDESK_API,
+        )
+        self._plan(
+            NextAction(
+                "starts follow-ups now",
+                why=f"{len(tagged)} conversations tagged {request.trigger_tag}",
+            )
         )
         started: list[str] = []
         running = 0
@@ -80,4 +96,14 @@ class HelpdeskPoll:
                 running += 1
                 continue
             started.append(start.id)
+        self._plan(
+            NextAction(
+                "nothing",
+                why=f"ended: {len(started)} follow-ups started, {running} already running",
+            )
+        )
         return PollResult(found=len(tagged), started=started, already_running=running)
+
+    def _plan(self, next_action: NextAction) -> None:
+        self._next = next_action
+        workflow.set_current_details(next_action.sentence())
