@@ -261,16 +261,8 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
                             claimed.recipient = recipient
                             session.flush()
                         return OutboxRow.of(claimed)
-                row = OutboxMessage(
-                    idempotency_key=key,
-                    workflow_id=workflow_id,
-                    channel=channel,
-                    recipient=recipient,
-                    contact_id=contact_id,
-                    message_class=message_class,
-                    body=body,
-                    status=OutboxStatus.pending,
-                    attempts=0,
+                row = _new_outbox_row(
+                    key, workflow_id, channel, recipient, contact_id, message_class, body
                 )
                 session.add(row)
                 session.flush()
@@ -317,18 +309,13 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
                     select(OutboxMessage).where(OutboxMessage.idempotency_key == key)
                 )
                 if row is None:
-                    row = OutboxMessage(
-                        idempotency_key=key,
-                        workflow_id=workflow_id,
-                        channel=channel,
-                        recipient=recipient,
-                        contact_id=contact_id,
-                        message_class=message_class,
-                        body=body,
-                        status=OutboxStatus.held,
-                        attempts=0,
-                        not_before=not_before,
-                        held_reason=reason,
+                    row = _new_outbox_row(
+                        key, workflow_id, channel, recipient, contact_id, message_class, body
+                    )
+                    row.status, row.not_before, row.held_reason = (
+                        OutboxStatus.held,
+                        not_before,
+                        reason,
                     )
                     session.add(row)
                 elif row.status == OutboxStatus.held:
@@ -564,3 +551,26 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
                 row.revoked_at = now or utcnow()
             session.flush()
             return TokenRecord.of(row)
+
+
+def _new_outbox_row(
+    key: str,
+    workflow_id: str,
+    channel: str,
+    recipient: str,
+    contact_id: int | None,
+    message_class: str,
+    body: str,
+) -> OutboxMessage:
+    """A row claimed for sending (``pending``); a hold changes its status before adding it."""
+    return OutboxMessage(
+        idempotency_key=key,
+        workflow_id=workflow_id,
+        channel=channel,
+        recipient=recipient,
+        contact_id=contact_id,
+        message_class=message_class,
+        body=body,
+        status=OutboxStatus.pending,
+        attempts=0,
+    )

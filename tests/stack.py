@@ -6,10 +6,11 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from settings import (
@@ -19,6 +20,7 @@ from settings import (
     PolicySettings,
     ReamazeSettings,
     Settings,
+    TemporalSettings,
 )
 from store.repo import Store
 from tests.fakes.gemini import FakeGemini
@@ -110,6 +112,23 @@ def settings_for_urls(
         # time a test runs. Tests of quiet hours set them explicitly.
         policy=PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00"),
     )
+
+
+def quiet_now_on_the_dev_server(settings: Settings, env: WorkflowEnvironment, channels: str) -> str:
+    """Quiet hours set around the real clock on ``channels``, so sends there hold at any time
+    of day, and the settings pointed at the dev server; returns when the quiet hours end."""
+    now = datetime.now(UTC)
+    end = (now + timedelta(hours=2)).strftime("%H:%M")
+    settings.policy = PolicySettings(
+        quiet_hours_start=(now - timedelta(hours=1)).strftime("%H:%M"),
+        quiet_hours_end=end,
+        quiet_hours_channels=channels,
+    )
+    settings.temporal = TemporalSettings(
+        address=env.client.service_client.config.target_host,
+        task_queue=settings.temporal.task_queue,
+    )
+    return end
 
 
 def write_script_config(directory: Path) -> Path:

@@ -33,7 +33,14 @@ from store.repo import Role, Store
 from tests.fakes.server import free_port, serve
 from tests.menu_rig import Rig
 from tests.menus import shop_menu
-from tests.stack import Fakes, nudge_worker, running_fakes, settings_for, write_script_config
+from tests.stack import (
+    Fakes,
+    nudge_worker,
+    quiet_now_on_the_dev_server,
+    running_fakes,
+    settings_for,
+    write_script_config,
+)
 from tests.waiting import eventually
 from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp
 from workflows.helpdesk_followup import start_options as followup_start
@@ -304,17 +311,8 @@ async def test_the_running_lists_show_what_each_run_does_next(
     """Quiet hours set around the real clock on Re:amaze and SMS, so both hold at any hour:
     a follow-up (its contact known from reading the conversation) and a message sent to a
     bare phone number (its contact known from its first hold)."""
-    now = datetime.now(UTC)
-    end = (now + timedelta(hours=2)).strftime("%H:%M")
     settings = settings_for(fakes, sqlite_url, task_queue, write_script_config(tmp_path))
-    settings.policy = PolicySettings(
-        quiet_hours_start=(now - timedelta(hours=1)).strftime("%H:%M"),
-        quiet_hours_end=end,
-        quiet_hours_channels="reamaze,sms",
-    )
-    settings.temporal = TemporalSettings(
-        address=dev_env.client.service_client.config.target_host, task_queue=task_queue
-    )
+    quiet_now_on_the_dev_server(settings, dev_env, "reamaze,sms")
     slug = _conversation(fakes)
     key = f"message:test-{uuid.uuid4().hex}"
     async with nudge_worker(dev_env.client, settings, store):

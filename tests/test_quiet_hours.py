@@ -28,10 +28,17 @@ from domain.delivery import DeliverRequest
 from domain.policy import HoldReason, Verdict, held_status, quiet_hours_apply
 from domain.status import FollowUpStatus
 from service import create_app
-from settings import PolicySettings, Settings, TemporalSettings
+from settings import PolicySettings, Settings
 from store.repo import Role, Store
 from tests.fakes.server import serve
-from tests.stack import Fakes, nudge_worker, running_fakes, settings_for, write_script_config
+from tests.stack import (
+    Fakes,
+    nudge_worker,
+    quiet_now_on_the_dev_server,
+    running_fakes,
+    settings_for,
+    write_script_config,
+)
 from tests.waiting import eventually
 from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, workflow_id_for
 from workflows.search_attributes import NUDGE_STATUS
@@ -303,17 +310,8 @@ async def test_the_running_list_shows_a_held_followup(
     tmp_path: Path,
 ) -> None:
     """Quiet hours set around the real clock, so this holds at any time of day."""
-    now = datetime.now(UTC)
-    end = (now + timedelta(hours=2)).strftime("%H:%M")
     settings = settings_for(fakes, sqlite_url, task_queue, write_script_config(tmp_path))
-    settings.policy = PolicySettings(
-        quiet_hours_start=(now - timedelta(hours=1)).strftime("%H:%M"),
-        quiet_hours_end=end,
-        quiet_hours_channels="reamaze",
-    )
-    settings.temporal = TemporalSettings(
-        address=dev_env.client.service_client.config.target_host, task_queue=task_queue
-    )
+    end = quiet_now_on_the_dev_server(settings, dev_env, "reamaze")
     slug = _conversation(fakes)
     held = f"held_until_{end}_quiet_hours"
     async with nudge_worker(dev_env.client, settings, store):
