@@ -12,7 +12,18 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api import codec, contacts, docs, followups, menu_conversations, menus, messages, suppressions
+from api import (
+    codec,
+    contacts,
+    docs,
+    events,
+    followups,
+    menu_conversations,
+    menus,
+    messages,
+    suppressions,
+    templates,
+)
 from api.body_limit import BodyLimit
 from api.nul_characters import refuse_nul_characters
 from api.validation_errors import validation_error
@@ -28,8 +39,10 @@ ROUTERS = (
     followups.router,
     messages.router,
     contacts.router,
+    events.router,
     suppressions.router,
     menus.router,
+    templates.router,
     menu_conversations.router,
     twilio.router,
     whatsapp.router,

@@ -1,14 +1,27 @@
-"""``/v1/contacts``: the people Nudge messages, with their addresses, time zone and locale."""
+"""``/v1/contacts``: the people Nudge messages, with their addresses, time zone and locale,
+and, for leads, their status, source, tags and custom fields.
+
+The API's ``source`` is where a lead came from as the operator names it (the
+``contacts.lead_source`` column); ``contacts.source`` is the channel that first knew the
+contact, which the API does not show."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 from sqlalchemy.exc import IntegrityError
 
 from api.addresses import checked_addresses
@@ -17,6 +30,9 @@ from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserTok
 from domain import limits
 from domain.addresses import address_channel
 from domain.channels import ChannelName
+from domain.events import json_size
+from store.delivery import ContactView
+from store.events import DuplicateAddress, FieldsTooLarge, NewLead, NoContact
 from workflows.search_attributes import NUDGE_KIND, NUDGE_STATUS
 
 router = APIRouter(prefix="/v1", tags=["contacts"])
@@ -35,11 +51,79 @@ class ContactOut(BaseModel):
     channels: list[dict[str, Any]]
     device_tokens: list[str]
     created_at: datetime
+    status: str | None = Field(description="the lead status, free text")
+    source: str | None = Field(description="where the lead came from, as the operator names it")
+    tags: list[str]
+    fields: dict[str, Any] = Field(description="custom fields")
+    last_contacted_at: datetime | None
+
+
+def contact_out(view: ContactView) -> dict[str, Any]:
+    """A stored contact in the API's words (``lead_source`` is the API's ``source``)."""
+    out = dict(view.__dict__)
+    out["source"] = out.pop("lead_source")
+    return out
 
 
 Address = Annotated[str, StringConstraints(max_length=limits.ADDRESS)]
 DeviceToken = Annotated[str, StringConstraints(max_length=limits.DEVICE_TOKEN)]
 ContactId = Annotated[int, Path(ge=1, le=limits.RECORD_ID)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=limits.TAG)]
+FieldName = Annotated[str, StringConstraints(max_length=limits.KEY_NAME)]
+
+
+def check_zone(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone like Europe/Paris") from exc
+    return value
+
+
+def check_fields(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and json_size(value) > limits.CUSTOM_FIELDS:
+        raise ValueError(f"at most {limits.CUSTOM_FIELDS} characters as JSON")
+    return value
+
+
+class LeadFields(BaseModel):
+    """What a lead has beyond its addresses: shared by ``POST`` and ``PATCH``."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is named, not ignored
+
+    name: str | None = Field(default=None, max_length=limits.CONTACT_NAME)
+    email: str | None = Field(default=None, max_length=limits.ADDRESS)
+    phone: str | None = Field(default=None, max_length=limits.ADDRESS)
+    status: str | None = Field(
+        default=None, max_length=limits.LEAD_STATUS, description="lead status, free text"
+    )
+    source: str | None = Field(
+        default=None, max_length=limits.LEAD_SOURCE, description="where the lead came from"
+    )
+    tags: list[Tag] | None = Field(default=None, max_length=limits.MAX_TAGS)
+    fields: dict[FieldName, Any] | None = Field(
+        default=None,
+        description=f"custom fields: a JSON object, at most {limits.CUSTOM_FIELDS} characters",
+    )
+    timezone: str | None = Field(
+        default=None, max_length=limits.TIMEZONE, description="IANA zone, e.g. Europe/Paris"
+    )
+    locale: str | None = Field(default=None, max_length=limits.LOCALE)
+
+    _zone = field_validator("timezone")(check_zone)
+    _fields = field_validator("fields")(check_fields)
+
+
+class ContactCreate(LeadFields):
+    """A lead: an e-mail address, a phone number or both."""
+
+
+class ContactPatch(LeadFields):
+    """Only the fields given change. ``fields`` is merged (RFC 7396): a key set to null is
+    removed, the others set; ``"fields": null`` removes them all."""
+
+    last_contacted_at: AwareDatetime | None = None
 
 
 class ContactUpdate(BaseModel):
@@ -59,15 +143,7 @@ class ContactUpdate(BaseModel):
         default=None, max_length=limits.MAX_DEVICE_TOKENS, description="replaces the FCM tokens"
     )
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise ValueError(f"{value!r} is not an IANA time zone like Europe/Paris") from exc
-        return value
+    _zone = field_validator("timezone")(check_zone)
 
 
 @router.get("/contacts", response_model=list[ContactOut])
@@ -79,7 +155,7 @@ async def list_contacts(
     offset: Annotated[int, Query(ge=0, le=limits.MAX_OFFSET)] = 0,
 ) -> list[Any]:
     return [
-        c.__dict__
+        contact_out(c)
         for c in await asyncio.to_thread(store.list_contacts, query=q, limit=limit, offset=offset)
     ]
 
@@ -89,7 +165,101 @@ async def get_contact(contact_id: ContactId, _: UserToken, store: StoreDep) -> A
     contact = await asyncio.to_thread(store.get_contact, contact_id)
     if contact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"contact_id: no contact {contact_id}")
-    return contact.__dict__
+    return contact_out(contact)
+
+
+def _lead_addresses(settings: SettingsDep, body: LeadFields) -> dict[str, str | None]:
+    """The e-mail address and phone number given, checked and in our spelling (a 422
+    naming each that is wrong); a field given as null stays None."""
+    given = {f: getattr(body, f) for f in ("email", "phone") if f in body.model_fields_set}
+    checks = [(["body", f], "email" if f == "email" else "sms", a) for f, a in given.items() if a]
+    spelled = checked_addresses(settings, checks)
+    found: dict[str, str | None] = dict.fromkeys(given)
+    found.update({loc[1]: value for (loc, _, _), value in zip(checks, spelled, strict=True)})
+    return found
+
+
+def _conflict(exc: DuplicateAddress) -> HTTPException:
+    return HTTPException(
+        status.HTTP_409_CONFLICT,
+        f"{exc.field_name}: already the address of contact {exc.contact_id}",
+        headers={"Location": f"/v1/contacts/{exc.contact_id}"},
+    )
+
+
+@router.post("/contacts", response_model=ContactOut, status_code=status.HTTP_201_CREATED)
+async def create_contact(
+    body: ContactCreate, _: AdminToken, store: StoreDep, settings: SettingsDep
+) -> Any:
+    """A lead (a ``new_lead`` event). 409 naming the contact an address already belongs to."""
+    addresses = _lead_addresses(settings, body)
+    if not any(addresses.values()):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ["body", "email"],
+                    "msg": "email: give an e-mail address, a phone number or both",
+                    "type": "missing",
+                }
+            ]
+        )
+    lead = NewLead(
+        name=body.name,
+        email=addresses.get("email"),
+        phone=addresses.get("phone"),
+        status=body.status,
+        lead_source=body.source,
+        tags=body.tags or [],
+        fields=body.fields or {},
+        timezone=body.timezone,
+        locale=body.locale,
+    )
+    try:
+        contact = await asyncio.to_thread(store.create_lead, lead)
+    except DuplicateAddress as exc:
+        raise _conflict(exc) from exc
+    return contact_out(contact)
+
+
+@router.patch("/contacts/{contact_id}", response_model=ContactOut)
+async def patch_contact(
+    contact_id: ContactId,
+    body: ContactPatch,
+    _: AdminToken,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> Any:
+    """Change only the fields given; a new ``status`` is a ``lead_status_changed`` event
+    (``from``, ``to``). 409 when a new address belongs to another contact."""
+    changes: dict[str, Any] = body.model_dump(
+        exclude_unset=True, exclude={"email", "phone", "fields", "source"}
+    )
+    changes.update(_lead_addresses(settings, body))
+    if "source" in body.model_fields_set:
+        changes["lead_source"] = body.source
+    if "tags" in changes:
+        changes["tags"] = changes["tags"] or []
+    if body.last_contacted_at is not None:
+        changes["last_contacted_at"] = body.last_contacted_at.astimezone(UTC)
+    fields_patch = None
+    if "fields" in body.model_fields_set:
+        if body.fields is None:
+            changes["fields"] = {}
+        else:
+            fields_patch = body.fields
+    try:
+        contact = await asyncio.to_thread(
+            store.patch_lead, contact_id, changes, fields_patch=fields_patch
+        )
+    except NoContact as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except DuplicateAddress as exc:
+        raise _conflict(exc) from exc
+    except FieldsTooLarge as exc:
+        raise RequestValidationError(
+            [{"loc": ["body", "fields"], "msg": str(exc), "type": "too_long"}]
+        ) from exc
+    return contact_out(contact)
 
 
 @router.put("/contacts/{contact_id}", response_model=ContactOut)
@@ -137,7 +307,7 @@ async def update_contact(
         ) from exc
     if contact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"contact_id: no contact {contact_id}")
-    return contact.__dict__
+    return contact_out(contact)
 
 
 class RunningWork(BaseModel):

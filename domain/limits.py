@@ -49,7 +49,23 @@ STEP_NAME = 255
 EVENT_NAME = 120
 """The ``event`` a menu's end step emits, read by automation rules."""
 EVENT_SOURCE = 120
-"""Who emitted a business event: ``menu:{menu name}``."""
+"""Who emitted a business event: ``menu:{menu name}``, ``api``, ``inbound:{channel}``."""
+EVENT_KEY = 200
+"""The idempotency key a caller of ``POST /v1/events`` gives (stored as ``api:{key}``)."""
+EVENT_DATA = 16_000
+"""An event's ``data``, as compact JSON: what a rule reads, not a document store."""
+EVENT_TEXT = 4096
+"""The text of a message kept in its ``message_received`` event (WhatsApp's longest body;
+the message itself is kept whole)."""
+LEAD_STATUS = 64
+"""A contact's lead status (``new``, ``contacted``, ``won``): free text of the operator's."""
+LEAD_SOURCE = 120
+"""Where a lead came from, as the operator names it (``facebook_ad``, ``referral:anna``)."""
+TAG = 64
+"""One of a contact's tags."""
+MAX_TAGS = 50
+CUSTOM_FIELDS = 16_000
+"""A contact's custom ``fields``, as compact JSON."""
 TRIGGER_KEYWORD = 100
 """A menu's trigger keyword: a few words a customer types."""
 MAX_TRIGGER_KEYWORDS = 100
@@ -60,6 +76,13 @@ MAX_TEMPLATE_COMPONENTS = 20
 TEMPLATE_VARIABLE = whatsapp.BODY
 """One value put into a template (no parameter can be longer than a body)."""
 MAX_TEMPLATE_VARIABLES = 100
+MESSAGE_TEMPLATE_NAME = 64
+"""One of Nudge's own message templates (``/v1/templates/{name}``): short, rules name it."""
+TEMPLATE_TEXT = 20_000
+"""A template variant's text (a WhatsApp one is held to ``whatsapp.TEXT`` by the checks): a
+long e-mail, not a document."""
+MAX_TEMPLATE_VARIANTS = 50
+"""Locales of one template."""
 KEY_NAME = 128
 """The name of a template variable or of a push message's data field."""
 SUBJECT = 255
@@ -83,6 +106,27 @@ TOKEN_NAME = 120
 MAX_FOLLOWUP_STEPS = 20
 """Waits of one follow-up sequence (the default has two); each step is a few history events,
 so even 20 keeps a run's history small."""
+AUTOMATION_NAME = 255
+"""An automation rule's name, a few words a person types: 255, the size a name column
+usually has (the original system documents none), so names moved over from it fit."""
+MAX_CONDITIONS = 50
+"""Keys of one rule's ``conditions``: a filter, not a program (the original's examples have
+two)."""
+CONDITION_KEY = len("fields.") + KEY_NAME
+"""A condition's key: ``fields.`` or ``event.`` and a name as long as a data field's."""
+CONDITION_VALUE = ADDRESS
+"""A value a condition compares with: a status, source, tag, field value or an address
+(``event.to``), the longest of which is an address."""
+MAX_CONDITION_VALUES = 100
+"""Values of one any-of list: more is a segment, better kept as a tag."""
+MAX_REPEAT = 10
+"""Messages a ``no_contact_days`` rule sends in one quiet spell: past ten unanswered it is
+nagging, and each is a timer in a contact's watch."""
+WEBHOOK_URL = 2048
+"""A webhook's URL: the length browsers and most servers accept (2 kB)."""
+WEBHOOK_SECRET = 256
+"""A webhook's signing secret: an HMAC-SHA256 key gains nothing past 64 bytes; room for any
+generator's encoding."""
 
 # --- ours: ids and keys Nudge builds -------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
@@ -386,6 +386,11 @@ class ContactView:
     channels: list[dict[str, object]]
     device_tokens: list[str]
     created_at: datetime
+    status: str | None = None
+    lead_source: str | None = None
+    tags: list[str] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+    last_contacted_at: datetime | None = None
 
 
 class ContactStore:
@@ -479,4 +484,9 @@ def _contact_view(session: Session, row: Contact) -> ContactView:
         ],
         device_tokens=list(tokens),
         created_at=row.created_at,
+        status=row.status,
+        lead_source=row.lead_source,
+        tags=list(row.tags or []),
+        fields=dict(row.fields or {}),
+        last_contacted_at=row.last_contacted_at,
     )

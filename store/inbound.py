@@ -16,9 +16,18 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from domain import limits
+from domain.events import Trigger
 from domain.policy import LIFTED_BY_START, OptOutSource
 from store.db import insert_new, retrying_conflicts
-from store.models import Contact, ContactChannel, InboundMessage, Suppression, utcnow
+from store.models import (
+    BusinessEvent,
+    Contact,
+    ContactChannel,
+    InboundMessage,
+    Suppression,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -170,6 +179,24 @@ class InboundStore:
         opted = None
         if opt is not None and _apply_opt(session, channel, address, opt, body):
             opted = opt
+        session.add(  # automation rules are triggered by it; stored with the message or not at all
+            BusinessEvent(
+                idempotency_key=f"inbound:{inserted}",
+                name=Trigger.message_received,
+                source=f"inbound:{channel}",
+                contact_id=contact_id,
+                channel=channel,
+                address=address,
+                payload={
+                    "inbound_id": inserted,
+                    "channel": channel,
+                    "kind": kind,
+                    "text": limits.cut(body, limits.EVENT_TEXT),
+                    "reply_id": reply_id,
+                },
+                created_at=received_at,
+            )
+        )
         return InboundResult(
             new=True,
             contact_id=contact_id,

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from domain.addresses import address_channel
 from domain.menu_definition import MenuDefinition
 from domain.status import SESSION_STATUSES, MenuStatus
 from store.db import lock_for_writing, retrying_conflicts
-from store.models import BusinessEvent, FallbackReply, Menu, MenuSession
+from store.models import BusinessEvent, ContactChannel, FallbackReply, Menu, MenuSession
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -239,14 +240,22 @@ class MenuStore:
         payload: dict[str, Any],
         created_at: datetime,
     ) -> bool:
-        """Keep the event once; False (and nothing written) for a key already recorded."""
+        """Keep the event once; False (and nothing written) for a key already recorded. The
+        event belongs to the contact known by the address on its channel."""
         try:
             with self.sessions.begin() as session:
+                contact_id = session.scalar(
+                    select(ContactChannel.contact_id).where(
+                        ContactChannel.channel == address_channel(channel),
+                        ContactChannel.address == address,
+                    )
+                )
                 session.add(
                     BusinessEvent(
                         idempotency_key=idempotency_key,
                         name=name,
                         source=source,
+                        contact_id=contact_id,
                         channel=channel,
                         address=address,
                         payload=payload,

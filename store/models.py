@@ -65,6 +65,15 @@ class Contact(Base):
     timezone: Mapped[str | None] = mapped_column(String(limits.TIMEZONE), nullable=True)
     """IANA zone (``Europe/Paris``); quiet hours are in the contact's own time."""
     locale: Mapped[str | None] = mapped_column(String(limits.LOCALE), nullable=True)
+    status: Mapped[str | None] = mapped_column(String(limits.LEAD_STATUS), nullable=True)
+    """The lead status, free text of the operator's (``new``, ``contacted``, ``won``)."""
+    lead_source: Mapped[str | None] = mapped_column(String(limits.LEAD_SOURCE), nullable=True)
+    """Where the lead came from as the operator names it (``facebook_ad``): the API's
+    ``source``. Not ``source`` above, which is the channel that first knew the contact."""
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Custom fields, any JSON object (``limits.CUSTOM_FIELDS``)."""
+    last_contacted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -101,7 +110,9 @@ class OutboxMessage(Base):
     workflow_id: Mapped[str] = mapped_column(String(limits.WORKFLOW_ID), index=True)
     channel: Mapped[str] = mapped_column(String(limits.CHANNEL), index=True)
     recipient: Mapped[str] = mapped_column(String(limits.ADDRESS))
-    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), nullable=True)
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id"), nullable=True, index=True
+    )
     message_class: Mapped[str] = mapped_column(String(limits.STATUS))
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(limits.STATUS), index=True)
@@ -270,20 +281,28 @@ class MenuSession(Base):
 
 
 class BusinessEvent(Base):
-    """Something that happened to a contact (a menu's ``event``), once per idempotency key;
-    automation rules read these."""
+    """Something that happened to a contact, once per idempotency key: a menu's ``event``,
+    a new lead, a status change, a message received, an outside system's event
+    (``POST /v1/events``). Automation rules read these; ``name`` is the API's ``type``."""
 
     __tablename__ = "business_events"
+    __table_args__ = (Index("ix_business_events_contact", "contact_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(limits.IDEMPOTENCY_KEY), unique=True)
     name: Mapped[str] = mapped_column(String(limits.EVENT_NAME), index=True)
     source: Mapped[str] = mapped_column(String(limits.EVENT_SOURCE))
-    """Who emitted it, e.g. ``menu:main_menu``."""
-    channel: Mapped[str] = mapped_column(String(limits.CHANNEL))
-    address: Mapped[str] = mapped_column(String(limits.ADDRESS))
+    """Who emitted it: ``menu:main_menu``, ``api``, ``inbound:whatsapp``."""
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), nullable=True
+    )
+    channel: Mapped[str | None] = mapped_column(String(limits.CHANNEL), nullable=True)
+    address: Mapped[str | None] = mapped_column(String(limits.ADDRESS), nullable=True)
+    """The channel and address it came by, when it came by one (a menu, a message)."""
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The API's ``data``."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    """When it happened."""
 
 
 class FallbackReply(Base):
@@ -294,3 +313,23 @@ class FallbackReply(Base):
     channel: Mapped[str] = mapped_column(String(limits.CHANNEL), primary_key=True)
     address: Mapped[str] = mapped_column(String(limits.ADDRESS), primary_key=True)
     last_sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MessageTemplate(Base):
+    """A message template (``domain.templates.MessageTemplate``): a text per locale, the
+    variables it declares, and the approved WhatsApp templates that stand in for it."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(limits.MESSAGE_TEMPLATE_NAME), unique=True)
+    channel: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    subject: Mapped[str | None] = mapped_column(String(limits.SUBJECT), nullable=True)
+    variants: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    """``{"en": "...", "ta": "..."}``."""
+    variables: Mapped[list[str]] = mapped_column(JSON, default=list)
+    default_locale: Mapped[str] = mapped_column(String(limits.LOCALE))
+    approved: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """``{"whatsapp": {"name": ..., "language": ..., "parameters": [...]}}``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

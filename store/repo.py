@@ -28,9 +28,11 @@ from store.delivery import (
     lock_contact,
     marketing_times,
 )
+from store.events import EventStore
 from store.inbound import InboundStore
 from store.menus import MenuStore
 from store.models import ApiToken, Contact, FollowUp, OutboxMessage, utcnow
+from store.templates import TemplateStore
 
 
 class Role(StrEnum):
@@ -164,7 +166,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class Store(DeliveryStore, InboundStore, ContactStore, MenuStore):
+class Store(DeliveryStore, InboundStore, ContactStore, MenuStore, EventStore, TemplateStore):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)

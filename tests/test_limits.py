@@ -38,6 +38,8 @@ COLUMNS = {
         "phone": "ADDRESS",
         "timezone": "TIMEZONE",
         "locale": "LOCALE",
+        "status": "LEAD_STATUS",
+        "lead_source": "LEAD_SOURCE",
     },
     "followups": {
         "workflow_id": "WORKFLOW_ID",
@@ -98,6 +100,12 @@ COLUMNS = {
         "address": "ADDRESS",
     },
     "fallback_replies": {"channel": "CHANNEL", "address": "ADDRESS"},
+    "templates": {
+        "name": "MESSAGE_TEMPLATE_NAME",
+        "channel": "CHANNEL",
+        "subject": "SUBJECT",
+        "default_locale": "LOCALE",
+    },
 }
 """Which limit each ``String`` column holds: a new column must say which, here."""
 
