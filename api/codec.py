@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from dependencies import SettingsDep, StoreDep
+from dependencies import SettingsDep, StoreDep, verified_token
 from payload_codec import EncryptionCodec, PayloadKeyError, parse_keys
 from settings import Settings
 from store.repo import TokenInfo
@@ -77,20 +77,9 @@ def _allow_origin(request: Request, response: Response) -> None:
 async def operator(request: Request, store: StoreDep) -> TokenInfo:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     token = value.strip() if scheme.lower() == "bearer" else request.cookies.get(COOKIE, "")
-    if not token:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "Authorization: Bearer <token> (or signing in at /codec/sign-in) is required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    found = await asyncio.to_thread(store.verify_token, token)
-    if found is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "unknown or revoked token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return found
+    return await verified_token(
+        store, token, "Authorization: Bearer <token> (or signing in at /codec/sign-in) is required"
+    )
 
 
 async def configured_codec(request: Request, settings: SettingsDep) -> EncryptionCodec:

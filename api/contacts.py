@@ -24,9 +24,15 @@ from pydantic import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from api.addresses import checked_addresses
 from api.next_actions import NextActionOut, next_actions
-from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserToken
+from dependencies import (
+    AdminToken,
+    SettingsDep,
+    StoreDep,
+    TemporalDep,
+    UserToken,
+    checked_addresses,
+)
 from domain import limits
 from domain.addresses import address_channel
 from domain.channels import ChannelName

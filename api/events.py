@@ -12,8 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from api.addresses import checked_addresses
-from dependencies import AdminToken, SettingsDep, StoreDep, UserToken
+from dependencies import AdminToken, SettingsDep, StoreDep, UserToken, checked_addresses
 from domain import limits
 from domain.events import json_size, type_problem
 from store.events import API_KEY_PREFIX, Cursor, EventView, NoContact

@@ -13,8 +13,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from api.addresses import checked_address
-from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserToken
+from dependencies import AdminToken, SettingsDep, StoreDep, TemporalDep, UserToken, checked_address
 from domain import limits, whatsapp
 from domain.channels import ChannelName, MessageClass, Template
 from domain.delivery import DeliverRequest

@@ -9,8 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.addresses import checked_address
-from dependencies import AdminToken, SettingsDep, StoreDep, UserToken
+from dependencies import AdminToken, SettingsDep, StoreDep, UserToken, checked_address
 from domain import limits
 from domain.addresses import address_channel
 from domain.channels import ChannelName

@@ -14,12 +14,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dependencies import AdminToken, SettingsDep, StoreDep
+from dependencies import AdminToken, SettingsDep, StoreDep, checked_address
 from domain import limits, whatsapp
-from domain.addresses import AddressError, parse_address
 from integrations.whatsapp_cloud import InboundMessage
 from starter.menu_routing import MenuRouter
 from starter.whatsapp import receive
@@ -76,11 +74,8 @@ async def simulate_inbound(
 ) -> SimulatedInbound:
     if settings.whatsapp.configured:
         raise HTTPException(status.HTTP_409_CONFLICT, CONFIGURED)
-    try:  # typed by a person, so checked as the API checks any address it is given
-        sender = parse_address("whatsapp", body.from_, region=settings.policy.default_region)
-    except AddressError as error:
-        problem = {"loc": ["body", "from"], "msg": f"from: {error}", "type": "address"}
-        raise RequestValidationError([{**problem, "input": body.from_}]) from None
+    # Typed by a person, so checked as the API checks any address it is given.
+    sender = checked_address(settings, ["body", "from"], "whatsapp", body.from_)
     received_at = datetime.now(UTC)
     message = InboundMessage(
         id=f"sim.{uuid.uuid4().hex}",

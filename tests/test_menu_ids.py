@@ -88,11 +88,8 @@ async def test_a_new_conversation_shows_the_contact_id_and_no_phone_number(dev_r
     assert not [shown for shown in everything_shown if DIGITS in shown]
 
 
-async def test_a_conversation_begun_under_the_old_id_is_routed_to_until_it_ends(
-    dev_rig: Rig,
-) -> None:
-    """Started as the release before this one did (id ``menu:{channel}:{phone}``): the
-    customer's next messages reach it, not a new run under the contact's id."""
+async def _start_under_the_old_id(dev_rig: Rig) -> str:
+    """A conversation as one began before ids named the contact: ``menu:whatsapp:{phone}``."""
     menu = shop_menu()
     dev_rig.store.save_menu(menu)
     legacy_id = legacy_workflow_id_for("whatsapp", PHONE)
@@ -106,6 +103,15 @@ async def test_a_conversation_begun_under_the_old_id_is_routed_to_until_it_ends(
         start_signal="message",
         start_signal_args=[MenuMessage("wamid.old", "hi")],
     )
+    return legacy_id
+
+
+async def test_a_conversation_begun_under_the_old_id_is_routed_to_until_it_ends(
+    dev_rig: Rig,
+) -> None:
+    """Started as the release before this one did (id ``menu:{channel}:{phone}``): the
+    customer's next messages reach it, not a new run under the contact's id."""
+    legacy_id = await _start_under_the_old_id(dev_rig)
     assert interactive((await dev_rig.replies(1))[0]) == WELCOME
 
     # A trigger word too goes to the running conversation (here: no option of its step).
@@ -135,19 +141,7 @@ async def test_a_conversation_begun_under_the_old_id_is_routed_to_until_it_ends(
 
 
 async def test_stop_reaches_a_conversation_under_the_old_id(dev_rig: Rig) -> None:
-    menu = shop_menu()
-    dev_rig.store.save_menu(menu)
-    legacy_id = legacy_workflow_id_for("whatsapp", PHONE)
-    now = await dev_rig.env.get_current_time()
-    await handle_inbound(dev_rig.store, "whatsapp", "wamid.old", PHONE, text="hi", received_at=now)
-    await dev_rig.env.client.start_workflow(
-        MenuConversation.run,
-        MenuConversationInput(ChannelName.whatsapp, PHONE, menu, contact_id=dev_rig.contact_id),
-        id=legacy_id,
-        task_queue=dev_rig.task_queue,
-        start_signal="message",
-        start_signal_args=[MenuMessage("wamid.old", "hi")],
-    )
+    legacy_id = await _start_under_the_old_id(dev_rig)
     await dev_rig.replies(1)
     assert await dev_rig.say("STOP") == "opt_out"
     legacy = dev_rig.env.client.get_workflow_handle(legacy_id)
