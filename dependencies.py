@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
+from automation_starts import AutomationStarter
 from domain.addresses import AddressError, parse_address
 from settings import Settings
 from store.repo import Role, Store, TokenInfo
@@ -47,6 +48,11 @@ async def get_temporal(request: Request) -> Client:
             "Temporal is not reachable; nothing was started. Try again shortly.",
             headers={"Retry-After": "5"},
         ) from exc
+
+
+async def get_automations(request: Request) -> AutomationStarter:
+    starter: AutomationStarter = request.app.state.automations
+    return starter
 
 
 async def current_token(
@@ -84,6 +90,7 @@ async def admin_token(token: Annotated[TokenInfo, Depends(current_token)]) -> To
 StoreDep = Annotated[Store, Depends(get_store)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+AutomationsDep = Annotated[AutomationStarter, Depends(get_automations)]
 UserToken = Annotated[TokenInfo, Depends(current_token)]
 AdminToken = Annotated[TokenInfo, Depends(admin_token)]
 

@@ -32,6 +32,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
+from activities.automations import AutomationActivities
 from activities.delivery import DeliveryActivities
 from activities.followup_config import load_followup_texts
 from activities.helpdesk import HelpdeskActivities
@@ -46,6 +47,7 @@ from integrations.llm import GeminiGenerator, OpenAIGenerator, TextGenerator
 from integrations.reamaze import ReamazeClient
 from integrations.support_board import SupportBoardChannel
 from integrations.twilio_channel import TwilioChannel
+from integrations.webhooks import WebhookClient
 from integrations.whatsapp_cloud import WhatsAppCloudChannel
 from links import secret_key, unsubscribe_links
 from settings import (
@@ -60,6 +62,9 @@ from settings import (
 )
 from store.repo import Store
 from temporal_client import connect, ensure_search_attributes
+from workflows.automation_run import AutomationRun
+from workflows.booking_reminder import BookingReminder
+from workflows.contact_watch import ContactWatch
 from workflows.helpdesk_followup import HelpdeskFollowUp
 from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
 from workflows.menu_conversation import MenuConversation
@@ -67,7 +72,15 @@ from workflows.send_message import SendMessage
 
 log = logging.getLogger("nudge.worker")
 
-WORKFLOWS: Sequence[type] = (HelpdeskFollowUp, HelpdeskPoll, SendMessage, MenuConversation)
+WORKFLOWS: Sequence[type] = (
+    HelpdeskFollowUp,
+    HelpdeskPoll,
+    SendMessage,
+    MenuConversation,
+    AutomationRun,
+    ContactWatch,
+    BookingReminder,
+)
 MAX_CONCURRENT_ACTIVITIES = 200
 RETIRED_MODEL_PREFIXES = ("gemini-1.0", "gemini-1.5", "gemini-pro")
 
@@ -269,10 +282,13 @@ class Activities:
     writer: WriterActivities
     delivery: DeliveryActivities
     menus: MenuActivities
+    automations: AutomationActivities
 
     def all(self) -> list[Callable[..., Any]]:
         return [
             *self.menus.all(),
+            *self.automations.all(),
+            self.writer.write_message,
             self.delivery.deliver,
             self.delivery.check_contact_policy,
             self.delivery.post_helpdesk_reply,
@@ -290,6 +306,7 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
     texts = load_followup_texts(settings.followup.config_file)
     generator = _llm(settings, texts.model)
     channels = build_channels(settings)
+    webhooks = WebhookClient()
     reamaze = channels[ChannelName.reamaze]
     if reamaze is None:
         log.warning("Re:amaze is not configured: no poll schedule, and follow-ups cannot read")
@@ -312,8 +329,10 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
                 in_flight_grace=settings.delivery.in_flight_grace,
             ),
             menus=MenuActivities(store),
+            automations=AutomationActivities(store, webhooks),
         )
     finally:
+        await webhooks.aclose()
         for channel in channels.values():
             if channel is not None:
                 await channel.aclose()

@@ -43,6 +43,14 @@ class WriteRequest:
 
 
 @dataclass
+class WriteMessageRequest:
+    prompt: str
+    fallback: str
+    """Sent when the LLM is missing, fails or writes something that fails the checks."""
+    max_chars: int = 1500
+
+
+@dataclass
 class Draft:
     text: str
     fallback_used: bool
@@ -92,12 +100,29 @@ class WriterActivities:
         body = self._with_links(request.step, self.texts.fallback(request.step))
         return Draft(text=body, fallback_used=True, reason=reason, writer="fallback")
 
-    async def _generate(self, request: WriteRequest) -> tuple[str | None, str]:
+    @activity.defn
+    async def write_message(self, request: WriteMessageRequest) -> Draft:
+        """A message an automation rule leaves to the LLM: its text when it passes the
+        checks, else the rule's fallback (the ``Draft`` says which, and why)."""
+        text, reason = await self._generate(request.prompt)
+        if text is not None:
+            problem = check_output(text, request.max_chars)
+            if problem is None:
+                assert self.generator is not None
+                return Draft(text=text.strip(), fallback_used=False, writer=self.generator.name)
+            reason = f"LLM output {problem}"
+        return Draft(text=request.fallback, fallback_used=True, reason=reason, writer="fallback")
+
+    async def _generate(self, request: WriteRequest | str) -> tuple[str | None, str]:
         """The LLM's text, or None and the reason there is none."""
         if self.generator is None:
             return None, "no LLM provider configured"
-        prompt = self.texts.prompt(request.step).replace(
-            "{conversation_text}", conversation_text(request.transcript)
+        prompt = (
+            request
+            if isinstance(request, str)
+            else self.texts.prompt(request.step).replace(
+                "{conversation_text}", conversation_text(request.transcript)
+            )
         )
         try:
             generated = await self.generator.generate(

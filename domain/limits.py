@@ -127,6 +127,17 @@ WEBHOOK_URL = 2048
 WEBHOOK_SECRET = 256
 """A webhook's signing secret: an HMAC-SHA256 key gains nothing past 64 bytes; room for any
 generator's encoding."""
+AUTOMATION_TYPE = 40
+"""An automation rule's ``type`` (``lead_followup`` ... ``crm_update``), as stored."""
+RUN_OCCURRENCE = 120
+"""What an automation run is a run for, as it ends its workflow id: ``event-{id}``,
+``quiet-{spell start}-{n}``, ``booking-{id}-{start}``, ``test-{hex}``."""
+BOOKING_SERVICE = 255
+"""A booking's service, a few words a person types (``Initial consultation``)."""
+BOOKING_LOCATION = 512
+"""Where a booking happens: an address or a video-call link."""
+BOOKING_NOTES = 4000
+"""A booking's notes, free text."""
 
 # --- ours: ids and keys Nudge builds -------------------------------------------------------
 

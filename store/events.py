@@ -275,6 +275,11 @@ class EventStore:
 
         return retrying_conflicts(self.sessions, raise_)
 
+    def get_event(self, event_id: int) -> EventView | None:
+        with self.sessions() as session:
+            row = session.get(BusinessEvent, event_id)
+            return None if row is None else EventView.of(row)
+
     def list_events(
         self, *, contact_id: int | None = None, type_: str | None = None, limit: int = 100
     ) -> list[EventView]:

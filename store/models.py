@@ -286,7 +286,10 @@ class BusinessEvent(Base):
     (``POST /v1/events``). Automation rules read these; ``name`` is the API's ``type``."""
 
     __tablename__ = "business_events"
-    __table_args__ = (Index("ix_business_events_contact", "contact_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_business_events_contact", "contact_id", "created_at"),
+        Index("ix_business_events_undispatched", "dispatched_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(limits.IDEMPOTENCY_KEY), unique=True)
@@ -303,6 +306,9 @@ class BusinessEvent(Base):
     """The API's ``data``."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     """When it happened."""
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """When the automation rules it triggers were started; None until then (a process that
+    stopped in between leaves it for the next dispatch pass)."""
 
 
 class FallbackReply(Base):
@@ -331,5 +337,73 @@ class MessageTemplate(Base):
     default_locale: Mapped[str] = mapped_column(String(limits.LOCALE))
     approved: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """``{"whatsapp": {"name": ..., "language": ..., "parameters": [...]}}``."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Automation(Base):
+    """An automation rule (``domain.automations.AutomationRule``), kept whole in ``rule``;
+    ``trigger`` and ``enabled`` are copied out so an event finds its rules by index."""
+
+    __tablename__ = "automations"
+    __table_args__ = (Index("ix_automations_trigger", "trigger", "enabled"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(limits.AUTOMATION_NAME))
+    type: Mapped[str] = mapped_column(String(limits.AUTOMATION_TYPE))
+    trigger: Mapped[str] = mapped_column(String(limits.EVENT_NAME))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The rule as validated, its webhook secret included (the API never shows it)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AutomationRun(Base):
+    """One run of a rule for one contact: written when it is scheduled (``waiting``, with its
+    due time), finished by its workflow with what it did and why. A rule's counts and a
+    contact's activity read these rows; the run's state while it waits lives in Temporal."""
+
+    __tablename__ = "automation_runs"
+    __table_args__ = (
+        Index("ix_automation_runs_automation", "automation_id", "created_at"),
+        Index("ix_automation_runs_contact", "contact_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(limits.WORKFLOW_ID), unique=True)
+    automation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("automations.id", ondelete="SET NULL"), nullable=True
+    )
+    automation_name: Mapped[str] = mapped_column(String(limits.AUTOMATION_NAME))
+    """Kept when the rule is deleted: a contact's activity still says what ran."""
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    occurrence: Mapped[str] = mapped_column(String(limits.RUN_OCCURRENCE))
+    event_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(limits.STATUS), index=True)
+    channel: Mapped[str | None] = mapped_column(String(limits.CHANNEL), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Booking(Base):
+    """A contact's appointment: what ``booking_reminder_hours`` rules count back from."""
+
+    __tablename__ = "bookings"
+    __table_args__ = (Index("ix_bookings_contact", "contact_id", "starts_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    timezone: Mapped[str | None] = mapped_column(String(limits.TIMEZONE), nullable=True)
+    """The zone ``starts_at`` was given in (from its offset), for the reminder's wording."""
+    service: Mapped[str | None] = mapped_column(String(limits.BOOKING_SERVICE), nullable=True)
+    location: Mapped[str | None] = mapped_column(String(limits.BOOKING_LOCATION), nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(limits.STATUS))
+    """``booked``, ``cancelled`` or ``completed``."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain import limits
 from domain.status import OutboxStatus
+from store.automations import AutomationStore
+from store.bookings import BookingStore
 from store.db import make_engine, make_sessionmaker
 from store.delivery import (
     ContactStore,
@@ -166,7 +168,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class Store(DeliveryStore, InboundStore, ContactStore, MenuStore, EventStore, TemplateStore):
+class Store(
+    DeliveryStore,
+    InboundStore,
+    ContactStore,
+    MenuStore,
+    EventStore,
+    TemplateStore,
+    AutomationStore,
+    BookingStore,
+):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
@@ -405,6 +416,8 @@ class Store(DeliveryStore, InboundStore, ContactStore, MenuStore, EventStore, Te
                 .returning(OutboxMessage)
                 .execution_options(synchronize_session=False)
             )
+            if row is not None and "sent_at" in values and row.contact_id is not None:
+                _stamp_contacted(session, row.contact_id, row.sent_at)
             return None if row is None else OutboxRow.of(row)
 
     def list_outbox(
@@ -575,4 +588,19 @@ def _new_outbox_row(
         body=body,
         status=OutboxStatus.pending,
         attempts=0,
+    )
+
+
+def _stamp_contacted(session: Session, contact_id: int, at: datetime | None) -> None:
+    """A message went to the contact: ``last_contacted_at`` moves to its time (never back)."""
+    if at is None:
+        return
+    session.execute(
+        update(Contact)
+        .where(
+            Contact.id == contact_id,
+            (Contact.last_contacted_at.is_(None)) | (Contact.last_contacted_at < at),
+        )
+        .values(last_contacted_at=at)
+        .execution_options(synchronize_session=False)
     )

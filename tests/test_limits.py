@@ -106,6 +106,20 @@ COLUMNS = {
         "subject": "SUBJECT",
         "default_locale": "LOCALE",
     },
+    "automations": {"name": "AUTOMATION_NAME", "type": "AUTOMATION_TYPE", "trigger": "EVENT_NAME"},
+    "automation_runs": {
+        "workflow_id": "WORKFLOW_ID",
+        "automation_name": "AUTOMATION_NAME",
+        "occurrence": "RUN_OCCURRENCE",
+        "status": "STATUS",
+        "channel": "CHANNEL",
+    },
+    "bookings": {
+        "timezone": "TIMEZONE",
+        "service": "BOOKING_SERVICE",
+        "location": "BOOKING_LOCATION",
+        "status": "STATUS",
+    },
 }
 """Which limit each ``String`` column holds: a new column must say which, here."""
 

@@ -1,0 +1,228 @@
+"""ContactWatch: one per contact that a ``no_contact_days`` rule applies to.
+
+It keeps a timer to the end of the contact's quiet spell for each such rule (the last time
+anyone wrote either way, plus the rule's N days) and fires exactly then: no daily sweep over
+every contact. A message from the contact arrives as ``contacted`` and starts a new spell at
+once; a message to the contact (a person's reply, another rule's message) is found when the
+timer fires (``last_contacted_at`` moved on) and the timer moves to the new spell's end. A
+rule with ``repeat`` sends at most that many messages a spell, each N days after the last;
+this watch's own messages do not start a new spell. ``continue_as_new`` keeps its history
+small however long the contact stays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.automations import AutomationActivities
+    from domain.automation_runs import (
+        QuietRule,
+        RunRequest,
+        WatchPlan,
+        quiet_occurrence,
+    )
+    from domain.durations import format_duration
+    from domain.events import Trigger
+    from domain.next_action import NextAction, ended
+    from workflows import automation_run
+    from workflows.automation_run import AutomationRun
+    from workflows.bookkeeping import BOOKKEEPING, recorded
+    from workflows.search_attributes import NUDGE_STATUS, at_start
+    from workflows.starting import WorkflowStart
+
+KIND = "contact_watch"
+OWN_MESSAGE_SLACK = timedelta(seconds=2)
+"""A last contact this close to one of the watch's own messages is that message."""
+TURNS_BEFORE_CONTINUING = 50
+"""Timer firings and signals handled before ``continue_as_new`` (each is a few events)."""
+
+
+def workflow_id_for(contact_id: int) -> str:
+    return f"contact:{contact_id}"
+
+
+def start_options(contact_id: int) -> WorkflowStart:
+    return WorkflowStart(
+        id=workflow_id_for(contact_id),
+        search_attributes=at_start(KIND, "watching", "", contact_id=contact_id),
+        summary=f"no-contact rules for contact {contact_id}",
+    )
+
+
+@dataclass
+class WatchInput:
+    contact_id: int
+    spell_start: datetime | None = None
+    """When the current quiet spell began: the last message either way."""
+    fired: dict[str, int] = field(default_factory=dict)
+    """Rule id -> messages sent this spell."""
+    own: list[datetime] = field(default_factory=list)
+    """When this spell's messages from the watch went out."""
+
+
+@dataclass
+class _Due:
+    rule: QuietRule
+    number: int
+    at: datetime
+
+
+@workflow.defn
+class ContactWatch:
+    @workflow.init
+    def __init__(self, state: WatchInput) -> None:
+        # The input is here before any signal: a signal-with-start's ``contacted`` lands on it.
+        self._dirty = False
+        self._status = "watching"
+        self._next = NextAction("reads the contact's rules")
+        self._state = state
+
+    @workflow.signal
+    def contacted(self, at: datetime) -> None:
+        """The contact wrote (or someone wrote to them) at ``at``: a new quiet spell."""
+        state = self._state
+        if state.spell_start is None or at > state.spell_start:
+            state.spell_start, state.fired, state.own = at, {}, []
+        self._dirty = True
+
+    @workflow.signal
+    def refresh(self) -> None:
+        """Rules or the contact changed: read them again."""
+        self._dirty = True
+
+    @workflow.query
+    def status(self) -> str:
+        return self._status
+
+    @workflow.query
+    def next_action(self) -> NextAction:
+        return self._next
+
+    @workflow.query
+    def spell(self) -> WatchInput:
+        return self._state
+
+    @workflow.run
+    async def run(self, state: WatchInput) -> str:
+        for _ in range(TURNS_BEFORE_CONTINUING):
+            plan = await self._read()
+            if not plan.exists:
+                return self._end("contact_deleted", f"contact {state.contact_id} was deleted")
+            if not plan.rules:
+                return self._end("no_rules", "no no_contact_days rule applies to the contact")
+            due = self._next_due(plan.rules)
+            self._dirty = False
+            if due is None:
+                self._set(
+                    "waiting_for_contact",
+                    NextAction(
+                        "waits for the contact to write or be written to",
+                        why="every rule has sent its messages for this quiet spell",
+                    ),
+                )
+                await workflow.wait_condition(lambda: self._dirty)
+                continue
+            self._set(
+                "watching",
+                NextAction(
+                    f"sends rule {due.rule.rule_id}'s message {due.number}",
+                    due.at,
+                    f"{format_duration(due.rule.after * due.number)} without contact",
+                ),
+            )
+            wait = due.at - workflow.now()
+            if wait > timedelta(0):
+                try:
+                    await workflow.wait_condition(lambda: self._dirty, timeout=wait)
+                    continue  # woken: read again
+                except TimeoutError:
+                    pass
+            # Due: someone may have written to the contact since (found in the store).
+            plan = await self._read()
+            if not plan.exists or self._next_due(plan.rules) != due:
+                continue
+            await self._fire(due)
+            if workflow.info().is_continue_as_new_suggested():
+                break
+        workflow.continue_as_new(self._state)
+
+    async def _read(self) -> WatchPlan:
+        plan: WatchPlan = await recorded(
+            "read the contact's rules and last contact",
+            workflow.execute_activity_method(
+                AutomationActivities.watch_plan,
+                self._state.contact_id,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
+            ),
+        )
+        if plan.last_contact is not None:
+            self._absorb(plan.last_contact)
+        return plan
+
+    def _absorb(self, last_contact: datetime) -> None:
+        """A later last contact that is not one of ours starts a new spell."""
+        state = self._state
+        if state.spell_start is not None and last_contact <= state.spell_start:
+            return
+        if any(abs(last_contact - own) <= OWN_MESSAGE_SLACK for own in state.own):
+            return
+        state.spell_start, state.fired, state.own = last_contact, {}, []
+
+    def _next_due(self, rules: list[QuietRule]) -> _Due | None:
+        start = self._state.spell_start
+        if start is None:
+            return None
+        found: list[_Due] = []
+        for rule in rules:
+            sent = self._state.fired.get(str(rule.rule_id), 0)
+            if sent < rule.repeat:
+                found.append(_Due(rule, sent + 1, start + rule.after * (sent + 1)))
+        return min(found, key=lambda d: (d.at, d.rule.rule_id), default=None)
+
+    async def _fire(self, due: _Due) -> None:
+        state = self._state
+        assert state.spell_start is not None
+        request = RunRequest(
+            rule_id=due.rule.rule_id,
+            contact_id=state.contact_id,
+            occurrence=quiet_occurrence(state.spell_start, due.number),
+            due_at=due.at,
+            trigger=Trigger.no_contact_days,
+            event_data={"days": due.rule.after.days, "message": due.number},
+        )
+        state.fired[str(due.rule.rule_id)] = due.number
+        start = automation_run.start_options(request)
+        try:
+            outcome = await workflow.execute_child_workflow(
+                AutomationRun.run,
+                request,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                **start.options(),
+            )
+        except WorkflowAlreadyStartedError:
+            return  # fired before this run continued as new
+        except ChildWorkflowError as error:
+            workflow.logger.warning("rule %s's run failed: %s", due.rule.rule_id, error)
+            return
+        if outcome.sent_at is not None:
+            state.own.append(outcome.sent_at)
+
+    def _set(self, status: str, next_action: NextAction) -> None:
+        if status != self._status:
+            self._status = status
+            workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
+        self._next = next_action
+        workflow.set_current_details(next_action.sentence())
+
+    def _end(self, status: str, why: str) -> str:
+        self._status = status
+        workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
+        self._next = ended(status)
+        workflow.set_current_details(f"ended: {why}")
+        return status
