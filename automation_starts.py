@@ -45,8 +45,10 @@ from workflows.contact_watch import ContactWatch, WatchInput
 
 log = logging.getLogger(__name__)
 
-SWEEP_EVERY = timedelta(seconds=2)
-SWEEP_GRACE = timedelta(seconds=2)
+SWEEP_EVERY = timedelta(seconds=1)
+"""How often events nobody dispatched are looked for: inbound messages, menus' end events,
+those a stopped process left. A run's due time counts from its event, not from this."""
+SWEEP_GRACE = timedelta(seconds=1)
 """An event younger than this is left to the request that stored it."""
 TEST_TIMEOUT = timedelta(seconds=60)
 """How long ``POST /v1/automations/{id}/test`` waits for its run to answer."""
@@ -68,7 +70,7 @@ class AutomationStarter:
         the sweep) when Temporal or the database could not be reached."""
         try:
             await self._dispatch(event)
-        except (RPCError, OSError, RuntimeError) as error:
+        except Exception as error:  # logged: the sweep or the timer finds it later
             log.warning("event %s left for the next dispatch pass: %s", event.id, error)
             return False
         await asyncio.to_thread(self.store.mark_dispatched, event.id)
@@ -101,11 +103,25 @@ class AutomationStarter:
             contacted = event.occurred_at if event.type == Trigger.message_received else None
             await self.watch(contact_id, contacted_at=contacted)
 
+    async def dispatch_for(self, contact_id: int) -> None:
+        """Dispatch the contact's events not yet dispatched (just stored by the caller: a
+        new lead, a status change). Never raises."""
+        try:
+            ids = await asyncio.to_thread(self.store.undispatched_events, contact_id=contact_id)
+        except Exception as error:  # the sweep will find them
+            log.warning("events of contact %s left for the sweep: %s", contact_id, error)
+            return
+        await self._dispatch_ids(ids)
+
     async def dispatch_pending(self) -> int:
         """One pass over the events not yet dispatched; how many were."""
         before = datetime.now(UTC) - SWEEP_GRACE
+        ids = await asyncio.to_thread(self.store.undispatched_events, before=before)
+        return await self._dispatch_ids(ids)
+
+    async def _dispatch_ids(self, ids: list[int]) -> int:
         done = 0
-        for event_id in await asyncio.to_thread(self.store.undispatched_events, before=before):
+        for event_id in ids:
             event = await asyncio.to_thread(self.store.get_event, event_id)
             if event is not None and await self.dispatch(event):
                 done += 1
@@ -198,7 +214,7 @@ class AutomationStarter:
         off still checks the rule when it wakes, and skips)."""
         try:
             await self._rule_changed(automation_id, stored)
-        except (RPCError, OSError, RuntimeError) as error:
+        except Exception as error:  # logged: the sweep or the timer finds it later
             log.warning("runs of rule %s were not told of its change: %s", automation_id, error)
 
     async def _rule_changed(self, automation_id: int, stored: StoredRule | None) -> None:
@@ -263,6 +279,15 @@ class AutomationStarter:
     async def _watching(self) -> bool:
         return bool(await asyncio.to_thread(self.store.enabled_rules, Trigger.no_contact_days))
 
+    async def contacted(self, contact_id: int, at: datetime) -> None:
+        """Someone contacted the contact at ``at`` (an operator says so): its watch starts a
+        new quiet spell. Never raises: the watch also finds it when its timer fires."""
+        try:
+            if await self._watching():
+                await self.watch(contact_id, contacted_at=at)
+        except Exception as error:  # logged: the sweep or the timer finds it later
+            log.warning("the watch of contact %s was not told: %s", contact_id, error)
+
     async def watch(self, contact_id: int, *, contacted_at: datetime | None = None) -> None:
         """The contact's watch hears that someone wrote (``contacted_at``) or that its
         rules may have changed; it is started when it is not running."""
@@ -290,7 +315,7 @@ class AutomationStarter:
             await self.dispatch(event)
         try:
             await self.booking_changed(booking)
-        except (RPCError, OSError, RuntimeError) as error:
+        except Exception as error:  # logged: the sweep or the timer finds it later
             log.warning("the reminder of booking %s was not told: %s", booking.id, error)
 
     async def booking_changed(self, booking: BookingView) -> None:

@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api import (
+    automations,
+    bookings,
     codec,
     contacts,
     docs,
@@ -27,6 +29,7 @@ from api import (
 from api.body_limit import BodyLimit
 from api.nul_characters import refuse_nul_characters
 from api.validation_errors import validation_error
+from automation_starts import AutomationStarter
 from settings import Settings
 from starter import simulate, twilio, unsubscribe, whatsapp
 from starter.menu_routing import MenuRouter
@@ -40,6 +43,8 @@ ROUTERS = (
     messages.router,
     contacts.router,
     events.router,
+    automations.router,
+    bookings.router,
     suppressions.router,
     menus.router,
     templates.router,
@@ -60,8 +65,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sweep = asyncio.create_task(app.state.menu_router.sweep_forever())
+        dispatch = asyncio.create_task(app.state.automations.sweep_forever())
         yield
         sweep.cancel()
+        dispatch.cancel()
+        await app.state.automations.drain()
         await app.state.menu_router.drain()
         if own_store:
             the_store.close()
@@ -82,6 +90,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.store = the_store
     app.state.temporal = TemporalConnector(settings)
     app.state.menu_router = MenuRouter(settings, the_store, app.state.temporal.get)
+    app.state.automations = AutomationStarter(
+        the_store, app.state.temporal.get, settings.temporal.task_queue
+    )
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from api.next_actions import NextActionOut, next_actions
 from dependencies import (
     AdminToken,
+    AutomationsDep,
     SettingsDep,
     StoreDep,
     TemporalDep,
@@ -195,7 +196,11 @@ def _conflict(exc: DuplicateAddress) -> HTTPException:
 
 @router.post("/contacts", response_model=ContactOut, status_code=status.HTTP_201_CREATED)
 async def create_contact(
-    body: ContactCreate, _: AdminToken, store: StoreDep, settings: SettingsDep
+    body: ContactCreate,
+    _: AdminToken,
+    store: StoreDep,
+    settings: SettingsDep,
+    automations: AutomationsDep,
 ) -> Any:
     """A lead (a ``new_lead`` event). 409 naming the contact an address already belongs to."""
     addresses = _lead_addresses(settings, body)
@@ -224,6 +229,7 @@ async def create_contact(
         contact = await asyncio.to_thread(store.create_lead, lead)
     except DuplicateAddress as exc:
         raise _conflict(exc) from exc
+    await automations.dispatch_for(contact.id)
     return contact_out(contact)
 
 
@@ -234,6 +240,7 @@ async def patch_contact(
     _: AdminToken,
     store: StoreDep,
     settings: SettingsDep,
+    automations: AutomationsDep,
 ) -> Any:
     """Change only the fields given; a new ``status`` is a ``lead_status_changed`` event
     (``from``, ``to``). 409 when a new address belongs to another contact."""
@@ -265,6 +272,9 @@ async def patch_contact(
         raise RequestValidationError(
             [{"loc": ["body", "fields"], "msg": str(exc), "type": "too_long"}]
         ) from exc
+    await automations.dispatch_for(contact_id)
+    if body.last_contacted_at is not None:
+        await automations.contacted(contact_id, body.last_contacted_at)
     return contact_out(contact)
 
 

@@ -12,7 +12,14 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from dependencies import AdminToken, SettingsDep, StoreDep, UserToken, checked_addresses
+from dependencies import (
+    AdminToken,
+    AutomationsDep,
+    SettingsDep,
+    StoreDep,
+    UserToken,
+    checked_addresses,
+)
 from domain import limits
 from domain.events import json_size, type_problem
 from store.events import API_KEY_PREFIX, Cursor, EventView, NoContact
@@ -101,7 +108,12 @@ def _refuse(loc: list[str], msg: str) -> RequestValidationError:
     responses={200: {"model": EventOut, "description": "the key was seen: the stored event"}},
 )
 async def raise_event(
-    body: EventIn, response: Response, _: AdminToken, store: StoreDep, settings: SettingsDep
+    body: EventIn,
+    response: Response,
+    _: AdminToken,
+    store: StoreDep,
+    settings: SettingsDep,
+    automations: AutomationsDep,
 ) -> EventOut:
     """Raise an event for ``contact_id``, or for the contact known by ``email``/``phone``
     (created when nobody is; no ``new_lead`` for it). 201 with the event; 200 with the
@@ -129,6 +141,8 @@ async def raise_event(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     if not new:
         response.status_code = status.HTTP_200_OK
+    else:
+        await automations.dispatch(event)
     return event_out(event)
 
 
@@ -136,9 +150,9 @@ class ActivityOut(BaseModel):
     kind: Literal["event", "message_in", "message_out", "automation_run"]
     id: int = Field(description="the row's id in its own kind")
     at: datetime
-    type: str | None = Field(description="an event's type")
+    type: str | None = Field(description="an event's type; an automation run's rule name")
     channel: str | None
-    status: str | None = Field(description="an outbound message's status")
+    status: str | None = Field(description="an outbound message's or automation run's status")
     body: str | None = Field(description="a message's text")
     data: dict[str, Any]
 

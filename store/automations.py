@@ -186,11 +186,12 @@ class AutomationStore:
         with self.sessions.begin() as session:
             if session.get(Contact, record.contact_id) is None:
                 return False
-            statement = insert_new(session, AutomationRun, ["workflow_id"]).values(
-                **_run_values(record, rule_name), created_at=utcnow()
+            statement = (
+                insert_new(session, AutomationRun, ["workflow_id"])
+                .values(**_run_values(record, rule_name), created_at=utcnow())
+                .returning(AutomationRun.id)
             )
-            result = session.execute(statement)
-            return cast("CursorResult[Any]", result).rowcount > 0
+            return session.connection().scalar(statement) is not None
 
     def record_run(self, record: RunRecord) -> None:
         """The run's row as its workflow says now: created when a watch or a reminder
@@ -267,7 +268,8 @@ class AutomationStore:
     def watch_plan(self, contact_id: int) -> WatchPlan:
         """The ``no_contact_days`` rules that apply to the contact now (switched on, their
         conditions holding), and the last time anyone wrote either way: the later of
-        ``last_contacted_at``, the contact's last inbound message and its creation."""
+        ``last_contacted_at`` and the contact's last inbound message; its creation when
+        there was neither."""
         with self.sessions() as session:
             row = session.get(Contact, contact_id)
             if row is None:
@@ -289,8 +291,9 @@ class AutomationStore:
                     ContactChannel.contact_id == contact_id
                 )
             )
-            moments = [m for m in (row.created_at, row.last_contacted_at, inbound) if m]
-            last = max(_aware(m) for m in moments)
+            contacts = [_aware(m) for m in (row.last_contacted_at, inbound) if m is not None]
+            # Never contacted either way: the spell began when the contact was made.
+            last = max(contacts) if contacts else _aware(row.created_at)
         return WatchPlan(
             exists=True,
             rules=[
@@ -309,15 +312,22 @@ class AutomationStore:
 
     # --- events not yet dispatched --------------------------------------------------
 
-    def undispatched_events(self, *, before: datetime, limit: int = 200) -> list[int]:
-        """Events raised before ``before`` whose rules were not started (the process that
-        stored them stopped first, or they were raised by the worker: a menu's end event)."""
+    def undispatched_events(
+        self, *, before: datetime | None = None, contact_id: int | None = None, limit: int = 200
+    ) -> list[int]:
+        """Events (raised before ``before``, of ``contact_id``) whose rules were not started:
+        just stored, or the process that stored them stopped first, or they were raised
+        where no Temporal client is at hand (an inbound message, a menu's end event)."""
         query = (
             select(BusinessEvent.id)
-            .where(BusinessEvent.dispatched_at.is_(None), BusinessEvent.created_at < before)
+            .where(BusinessEvent.dispatched_at.is_(None))
             .order_by(BusinessEvent.created_at, BusinessEvent.id)
             .limit(limit)
         )
+        if before is not None:
+            query = query.where(BusinessEvent.created_at < before)
+        if contact_id is not None:
+            query = query.where(BusinessEvent.contact_id == contact_id)
         with self.sessions() as session:
             return list(session.scalars(query))
 

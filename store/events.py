@@ -23,6 +23,7 @@ from domain.events import Trigger, json_size, merge_fields
 from store.db import lock_for_writing, retrying_conflicts
 from store.delivery import ContactView, _contact_view
 from store.models import (
+    AutomationRun,
     BusinessEvent,
     Contact,
     ContactChannel,
@@ -317,8 +318,6 @@ class EventStore:
                 if before is not None:
                     query = query.where(_after(kind, at_column, model.id, before))
                 found += [read(row) for row in session.scalars(query)]
-            # Automation runs join here when the rules engine stores them (kind
-            # ``automation_run``): one more entry in ``_SOURCES``.
         found.sort(key=lambda item: (item.at, item.kind, item.id), reverse=True)
         return found[:limit]
 
@@ -366,10 +365,29 @@ def _outbox_activity(row: OutboxMessage) -> Activity:
     )
 
 
+def _run_activity(row: AutomationRun) -> Activity:
+    return Activity(
+        kind="automation_run",
+        id=row.id,
+        at=row.created_at,
+        type=row.automation_name,
+        channel=row.channel,
+        status=row.status,
+        body=row.message,
+        data={
+            "automation_id": row.automation_id,
+            "workflow_id": row.workflow_id,
+            "due_at": row.due_at.isoformat(),
+            "reason": row.reason,
+        },
+    )
+
+
 _SOURCES: tuple[tuple[ActivityKind, Any, Any, Any], ...] = (
     ("event", BusinessEvent, BusinessEvent.created_at, _event_activity),
     ("message_in", InboundMessage, InboundMessage.received_at, _inbound_activity),
     ("message_out", OutboxMessage, OutboxMessage.created_at, _outbox_activity),
+    ("automation_run", AutomationRun, AutomationRun.created_at, _run_activity),
 )
 
 

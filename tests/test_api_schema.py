@@ -69,7 +69,12 @@ def _document() -> dict[str, Any]:
     return document
 
 
-schema = schemathesis.openapi.from_dict(_document())
+schema = schemathesis.openapi.from_dict(_document()).exclude(
+    # It runs the rule in a worker and waits for the answer; no worker listens here, so it
+    # would answer 504 by design. tests/test_automation_e2e.py runs it against a worker.
+    path="/v1/automations/{automation_id}/test",
+    method="POST",
+)
 
 
 @schemathesis.check

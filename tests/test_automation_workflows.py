@@ -96,7 +96,7 @@ async def test_a_three_day_rule_fires_at_three_days_pushed_back_by_a_reply_and_o
     rig: Rig,
 ) -> None:
     rig.rule(**QUIET_3_DAYS)
-    contact = await rig.lead(name="Ana Lima", email="ana@example.com")
+    contact = await rig.lead(name="Ana Lima", email="ana@example.com", phone="+15551230001")
     watch = rig.env.client.get_workflow_handle(contact_watch.workflow_id_for(contact))
     created = rig.store.contact_for_rule(contact)
     assert created is not None
@@ -108,8 +108,9 @@ async def test_a_three_day_rule_fires_at_three_days_pushed_back_by_a_reply_and_o
 
     await rig.env.sleep(timedelta(days=2))
     assert rig.runs(contact) == [], "nothing before three days"
-    replied = await rig.now()
-    await rig.starter.watch(contact, contacted_at=replied)  # the customer wrote at day 2
+    replied = await rig.now()  # the customer writes at day 2
+    rig.store.record_inbound("sms", "SM-reply", "+15551230001", body="Hmm", received_at=replied)
+    await rig.starter.dispatch_for(contact)
     await wait_for(lambda: _is(planned, replied + timedelta(days=3)))
 
     await rig.env.sleep(timedelta(days=1, hours=1))  # day 3 of the first spell

@@ -2,9 +2,10 @@
 
 It keeps a timer to the end of the contact's quiet spell for each such rule (the last time
 anyone wrote either way, plus the rule's N days) and fires exactly then: no daily sweep over
-every contact. A message from the contact arrives as ``contacted`` and starts a new spell at
-once; a message to the contact (a person's reply, another rule's message) is found when the
-timer fires (``last_contacted_at`` moved on) and the timer moves to the new spell's end. A
+every contact. A message from the contact arrives as ``contacted`` (after the store has it) and starts a
+new spell at once; a message to the contact (a person's reply, another rule's message) is
+found when the timer fires (``last_contacted_at`` moved on) and the timer moves to the new
+spell's end. The store is the one truth of when the last contact was. A
 rule with ``repeat`` sends at most that many messages a spell, each N days after the last;
 this watch's own messages do not start a new spell. ``continue_as_new`` keeps its history
 small however long the contact stays.
@@ -84,10 +85,8 @@ class ContactWatch:
 
     @workflow.signal
     def contacted(self, at: datetime) -> None:
-        """The contact wrote (or someone wrote to them) at ``at``: a new quiet spell."""
-        state = self._state
-        if state.spell_start is None or at > state.spell_start:
-            state.spell_start, state.fired, state.own = at, {}, []
+        """The contact wrote (or someone wrote to them, or an operator set when) at ``at``:
+        the watch reads the store, which has it already, and starts a new quiet spell."""
         self._dirty = True
 
     @workflow.signal
@@ -166,9 +165,11 @@ class ContactWatch:
         return plan
 
     def _absorb(self, last_contact: datetime) -> None:
-        """A later last contact that is not one of ours starts a new spell."""
+        """The store's last contact, unless it is one of this watch's own messages, is
+        where the spell begins: a new message either way starts a new one, and so does an
+        operator setting ``last_contacted_at`` (earlier, too: the rule is due sooner)."""
         state = self._state
-        if state.spell_start is not None and last_contact <= state.spell_start:
+        if last_contact == state.spell_start:
             return
         if any(abs(last_contact - own) <= OWN_MESSAGE_SLACK for own in state.own):
             return
