@@ -125,6 +125,12 @@ class LeadFields(BaseModel):
 class ContactCreate(LeadFields):
     """A lead: an e-mail address, a phone number or both."""
 
+    last_contacted_at: AwareDatetime | None = Field(
+        default=None,
+        description="when the lead was last contacted before it came here (an import): "
+        "no_contact_days rules count from it",
+    )
+
 
 class ContactPatch(LeadFields):
     """Only the fields given change. ``fields`` is merged (RFC 7396): a key set to null is
@@ -224,6 +230,9 @@ async def create_contact(
         fields=body.fields or {},
         timezone=body.timezone,
         locale=body.locale,
+        last_contacted_at=body.last_contacted_at.astimezone(UTC)
+        if body.last_contacted_at is not None
+        else None,
     )
     try:
         contact = await asyncio.to_thread(store.create_lead, lead)

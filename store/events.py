@@ -145,6 +145,7 @@ class NewLead:
     fields: dict[str, Any] = field(default_factory=dict)
     timezone: str | None = None
     locale: str | None = None
+    last_contacted_at: datetime | None = None
 
 
 class EventStore:
@@ -172,6 +173,7 @@ class EventStore:
                 dict(lead.fields),
             )
             contact.timezone, contact.locale = lead.timezone, lead.locale
+            contact.last_contacted_at = lead.last_contacted_at
             session.flush()
             _add_event(
                 session,

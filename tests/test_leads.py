@@ -202,3 +202,17 @@ def test_creating_and_changing_a_lead_needs_an_admin_token(api: Api) -> None:
     lead = create(api)
     patch = api.client.patch(f"/v1/contacts/{lead['id']}", json={}, headers=api.user)
     assert patch.status_code == 403
+
+
+def test_a_lead_imported_with_its_last_contact_keeps_it(api: Api) -> None:
+    """A lead moved from another system says when it was last contacted (no_contact_days
+    rules count from it); a time without a zone is refused."""
+    lead = create(api, last_contacted_at="2026-11-30T09:00:00+01:00")
+    assert lead["last_contacted_at"] == "2026-11-30T08:00:00Z"
+    response = api.client.post(
+        "/v1/contacts",
+        json={"email": "zone@example.com", "last_contacted_at": "2026-11-30T09:00:00"},
+        headers=api.admin,
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "last_contacted_at"]
