@@ -15,21 +15,28 @@ import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from automation_starts import AutomationStarter
+from domain.automation_runs import workflow_id_for
+from domain.automations import AutomationRule
 from domain.channels import ChannelName
 from domain.delivery import DeliverRequest, DeliveryStatus
-from settings import TwilioSettings
+from settings import PolicySettings, Settings, TwilioSettings
+from store.bookings import NewBooking
 from store.db import upgrade
+from store.events import NewLead
 from store.repo import Store
 from tests.conftest import temporal_test_server
 from tests.fakes.server import serve
 from tests.fakes.twilio import FakeTwilio
 from tests.stack import nudge_worker, running_fakes, settings_for, write_script_config
 from tests.waiting import eventually
+from workflows import booking_reminder, contact_watch
 from workflows.helpdesk_followup import FollowUpInput, HelpdeskFollowUp, start_options
 from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -64,7 +71,9 @@ async def main(prefix: str) -> None:
     url = f"sqlite:///{workdir / 'nudge.db'}"
     upgrade(url)
     store = Store.from_url(url)
-    if prefix.startswith("send_message"):
+    if prefix == "automations":
+        await record_automations(env, store, url)
+    elif prefix.startswith("send_message"):
         await record_send_messages(env, store, url, prefix)
     elif prefix.startswith("helpdesk_poll"):
         await record_poll(env, store, url, workdir, prefix)
@@ -181,6 +190,81 @@ async def record_followups(
                 except Exception:
                     pass
                 await save(env.client, handle.id, f"{prefix}_{name}")
+
+
+async def record_automations(env: WorkflowEnvironment, store: Store, url: str) -> None:
+    """``AutomationRun`` (sent, skipped by its conditions), ``ContactWatch`` (fired once,
+    parked), ``BookingReminder`` (moved then reminded, cancelled)."""
+    settings = Settings(
+        _env_file=None,
+        database_url=url,
+        secret_key="record-histories-key-of-32-characters",
+        temporal={"task_queue": "record"},
+        policy=PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00"),
+    )
+
+    async def client() -> Client:
+        return env.client
+
+    starter = AutomationStarter(store, client, "record")
+
+    def rule(**body: Any) -> int:
+        return store.create_automation(AutomationRule.model_validate(body)).id
+
+    async def lead(**fields: Any) -> int:
+        contact = store.create_lead(NewLead(**fields))
+        await starter.dispatch_for(contact.id)
+        return contact.id
+
+    async with nudge_worker(env.client, settings, store):
+        welcome = rule(
+            name="welcome", type="lead_followup", trigger="new_lead", delay_hours=1,
+            channel="email", message_template="Hi {lead_name}!", conditions={"status": "new"},
+        )  # fmt: skip
+        rule(
+            name="quiet", type="lead_followup", trigger="no_contact_days", delay_days=3,
+            channel="email", message_template="Still there, {lead_name}?",
+        )  # fmt: skip
+        rule(
+            name="remind", type="booking_reminder", trigger="booking_reminder_hours",
+            delay_hours=24, channel="sms", message_template="See you soon!",
+        )  # fmt: skip
+        sent = await lead(name="Ana", email="ana@example.com", phone="+15551230001", status="new")
+        skipped = await lead(name="Bo", email="bo@example.com", status="new")
+        store.patch_lead(skipped, {"status": "won"})
+        now = await env.get_current_time()
+        booking, event = store.create_booking(
+            NewBooking(contact_id=sent, starts_at=now + timedelta(days=2))
+        )
+        await starter.booking_saved(booking, event)
+        booking, event = store.change_booking(booking.id, {"starts_at": now + timedelta(days=4)})
+        await starter.booking_saved(booking, event)
+        other, event = store.create_booking(
+            NewBooking(contact_id=sent, starts_at=now + timedelta(days=5))
+        )
+        await starter.booking_saved(other, event)
+        other, event = store.change_booking(other.id, {"status": "cancelled"})
+        await starter.booking_saved(other, event)
+        await env.sleep(timedelta(days=6))
+        await eventually(lambda: len(store.list_runs(contact_id=sent)) == 3, within=60)
+        for contact, name in ((sent, "sent"), (skipped, "skipped")):
+            await save(
+                env.client, workflow_id_for(welcome, contact, "event-" + str(_first(store, contact))),
+                f"automation_run_{name}",
+            )  # fmt: skip
+        await save(env.client, contact_watch.workflow_id_for(sent), "contact_watch_fired")
+        await save(
+            env.client, booking_reminder.workflow_id_for(booking.id), "booking_reminder_started"
+        )
+        await save(
+            env.client, booking_reminder.workflow_id_for(other.id), "booking_reminder_cancelled"
+        )
+    await starter.drain()
+
+
+def _first(store: Store, contact_id: int) -> int:
+    """The contact's ``new_lead`` event."""
+    return min(e.id for e in store.list_events(contact_id=contact_id, type_="new_lead"))
 
 
 if __name__ == "__main__":

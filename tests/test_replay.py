@@ -43,6 +43,13 @@ RECORDED = {
     "send_message_sent",
     "send_message_delivered",
     "send_message_reamaze_sent",
+    # Automation rules: a run sent and one skipped (conditions no longer held), a watch
+    # that fired once and waits, a reminder moved then sent, a reminder cancelled
+    "automation_run_sent",
+    "automation_run_skipped",
+    "contact_watch_fired",
+    "booking_reminder_started",
+    "booking_reminder_cancelled",
 }
 HISTORIES = sorted(HERE.glob("*.json"))
 
@@ -56,6 +63,9 @@ PREFIXES = {
     "HelpdeskPoll": "helpdesk_poll_",
     "MenuConversation": "menu_conversation_",
     "SendMessage": "send_message_",
+    "AutomationRun": "automation_run_",
+    "ContactWatch": "contact_watch_",
+    "BookingReminder": "booking_reminder_",
 }
 
 
