@@ -48,8 +48,13 @@ KIND = "automation_run"
 """``NudgeKind`` of a run's workflow."""
 
 
+def rule_prefix(rule_id: int) -> str:
+    """What the workflow id of every run of the rule begins with."""
+    return f"automation:{rule_id}:"
+
+
 def workflow_id_for(rule_id: int, contact_id: int, occurrence: str) -> str:
-    return f"automation:{rule_id}:{contact_id}:{occurrence}"
+    return f"{rule_prefix(rule_id)}{contact_id}:{occurrence}"
 
 
 def event_occurrence(event_id: int) -> str:

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from domain.automation_runs import FINAL_RUN, QuietRule, RunRecord, RunStatus, WatchPlan
+from domain.automation_runs import (
+    FINAL_RUN,
+    QuietRule,
+    RunRecord,
+    RunStatus,
+    WatchPlan,
+    rule_prefix,
+)
 from domain.automations import AutomationRule
 from domain.conditions import ContactFacts, why_not
 from domain.events import Trigger
@@ -250,9 +257,11 @@ class AutomationStore:
             return None if row is None else RunView.of(row)
 
     def waiting_runs(self, automation_id: int) -> list[str]:
-        """The workflow ids of the rule's runs that have not acted yet."""
+        """The workflow ids of the rule's runs that have not acted yet; found by the rule's
+        id in their workflow ids, so also once the rule is deleted (its runs keep their rows
+        with no ``automation_id``)."""
         query = select(AutomationRun.workflow_id).where(
-            AutomationRun.automation_id == automation_id,
+            AutomationRun.workflow_id.startswith(rule_prefix(automation_id), autoescape=True),
             AutomationRun.status == RunStatus.waiting,
         )
         with self.sessions() as session:

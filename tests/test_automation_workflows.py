@@ -275,3 +275,15 @@ async def _is(planned: Any, expected: datetime) -> bool:
 
 def _said(moment: datetime) -> str:
     return f"{moment:%A %d %B at %H:%M} ({moment:%Z})"
+
+
+async def test_a_rule_deleted_during_its_delay_ends_its_waiting_runs_at_once(rig: Rig) -> None:
+    rule_id = rig.rule(**WELCOME_LATER)
+    contact = await rig.lead(name="Hal", email="hal@example.com", status="new")
+    assert rig.store.delete_automation(rule_id)
+    await rig.starter.rule_changed(rule_id, None)
+    await wait_for(lambda: rig.finished(contact) != [], failure="the waiting run went on")
+    [run] = rig.runs(contact)
+    assert (run.status, run.reason) == (RunStatus.skipped, f"rule {rule_id} was deleted")
+    assert run.finished_at is not None and run.finished_at < run.due_at, "ended, not timed out"
+    assert rig.sent_to("hal@example.com") == []

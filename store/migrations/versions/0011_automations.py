@@ -76,6 +76,8 @@ def upgrade() -> None:
     with op.batch_alter_table("business_events") as batch_op:
         batch_op.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_business_events_undispatched", ["dispatched_at", "created_at"])
+    # Events from before rules existed are history: no rule made today may run for them.
+    op.execute(sa.text("UPDATE business_events SET dispatched_at = created_at"))
 
 
 def downgrade() -> None:
