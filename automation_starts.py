@@ -32,10 +32,11 @@ from domain.automation_runs import (
     event_occurrence,
     workflow_id_for,
 )
+from domain.automations import TIMER_TRIGGERS
 from domain.conditions import why_not
 from domain.events import Trigger
 from store.automations import StoredRule, facts_of
-from store.bookings import BookingView
+from store.bookings import CANCELLED, RESCHEDULED, BookingView
 from store.events import EventView
 from store.repo import Store
 from workflows import automation_run, booking_reminder, contact_watch
@@ -44,6 +45,11 @@ from workflows.booking_reminder import BookingReminder, ReminderInput
 from workflows.contact_watch import ContactWatch, WatchInput
 
 log = logging.getLogger(__name__)
+
+BOOKING_EVENTS = frozenset(
+    {Trigger.booking_created, RESCHEDULED, CANCELLED, Trigger.session_completed}
+)
+"""Events about a booking (``data.booking_id``): its reminder is told of each."""
 
 SWEEP_EVERY = timedelta(seconds=1)
 """How often events nobody dispatched are looked for: inbound messages, menus' end events,
@@ -80,14 +86,24 @@ class AutomationStarter:
         if event.contact_id is None:
             return
         contact_id = event.contact_id
+        booking_id = event.data.get("booking_id")
+        if event.type in BOOKING_EVENTS and isinstance(booking_id, int):
+            # The reminder hears of it here too: a booking saved while Temporal was away.
+            booking = await asyncio.to_thread(self.store.get_booking, booking_id)
+            if booking is not None:
+                await self.booking_changed(booking)
+        if event.type in TIMER_TRIGGERS:
+            return  # nothing raises these: a watch or a reminder times them
         rules = await asyncio.to_thread(self.store.enabled_rules, event.type)
-        contact = None
-        if rules:
-            contact = await asyncio.to_thread(self.store.contact_for_rule, contact_id)
+        quiet = await asyncio.to_thread(self.store.enabled_rules, Trigger.no_contact_days)
+        if not rules and not quiet:
+            return
+        contact = await asyncio.to_thread(self.store.contact_for_rule, contact_id)
+        if contact is None:
+            return
+        facts = facts_of(contact)
         for stored in rules:
-            if contact is None:
-                break
-            if why_not(stored.rule.conditions, facts_of(contact), event.data) is not None:
+            if why_not(stored.rule.conditions, facts, event.data) is not None:
                 continue
             request = RunRequest(
                 rule_id=stored.id,
@@ -99,7 +115,7 @@ class AutomationStarter:
                 event_id=event.id,
             )
             await self.start_run(request, stored.rule.name)
-        if await self._watching():
+        if any(why_not(q.rule.conditions, facts, {}) is None for q in quiet):
             contacted = event.occurred_at if event.type == Trigger.message_received else None
             await self.watch(contact_id, contacted_at=contacted)
 
@@ -224,7 +240,8 @@ class AutomationStarter:
                 if stored is None
                 else f"rule {automation_id} was switched off"
             )
-            await self._stop_waiting(automation_id, reason)
+            # In the background: a rule with thousands of waiting runs is one signal each.
+            self._in_background(self._stop_waiting(automation_id, reason))
         trigger = stored.rule.trigger if stored is not None else None
         if trigger in (None, Trigger.no_contact_days):
             self._in_background(self._refresh_watches())
@@ -241,10 +258,15 @@ class AutomationStarter:
                     raise
 
     async def _refresh_watches(self) -> None:
+        """Every contact's watch re-reads its rules (started where one now applies). One
+        contact that cannot be told does not stop the others; it is told by its next event."""
         after = 0
         while ids := await asyncio.to_thread(self.store.contact_ids, after=after):
             for contact_id in ids:
-                await self.watch(contact_id)
+                try:
+                    await self.watch(contact_id)
+                except RPCError as error:
+                    log.warning("the watch of contact %s was not told: %s", contact_id, error)
             after = ids[-1]
 
     async def _refresh_reminders(self) -> None:
@@ -255,8 +277,11 @@ class AutomationStarter:
         ):
             for booking_id in ids:
                 booking = await asyncio.to_thread(self.store.get_booking, booking_id)
-                if booking is not None:
-                    await self.booking_changed(booking)
+                try:
+                    if booking is not None:
+                        await self.booking_changed(booking)
+                except RPCError as error:
+                    log.warning("the reminder of booking %s was not told: %s", booking_id, error)
             offset += len(ids)
 
     def _in_background(self, work: Awaitable[None]) -> None:
@@ -278,6 +303,15 @@ class AutomationStarter:
 
     async def _watching(self) -> bool:
         return bool(await asyncio.to_thread(self.store.enabled_rules, Trigger.no_contact_days))
+
+    async def contact_changed(self, contact_id: int) -> None:
+        """The contact changed without an event (tags, fields, source): a quiet rule may
+        apply to it now, or no longer. Never raises."""
+        try:
+            if await self._watching():
+                await self.watch(contact_id)
+        except Exception as error:  # logged: the next event of the contact tells it
+            log.warning("the watch of contact %s was not told: %s", contact_id, error)
 
     async def contacted(self, contact_id: int, at: datetime) -> None:
         """Someone contacted the contact at ``at`` (an operator says so): its watch starts a
@@ -311,8 +345,8 @@ class AutomationStarter:
         """A booking was made or changed, with its event (None: nothing an event says
         changed): the event's rules are started and the booking's reminder told. Never
         raises: what could not be done now is logged, and the event dispatched later."""
-        if event is not None:
-            await self.dispatch(event)
+        if event is not None and await self.dispatch(event):
+            return  # dispatching the booking's event told its reminder
         try:
             await self.booking_changed(booking)
         except Exception as error:  # logged: the sweep or the timer finds it later
@@ -321,6 +355,8 @@ class AutomationStarter:
     async def booking_changed(self, booking: BookingView) -> None:
         """The booking's reminder hears of its new time, its cancellation or completion;
         a booked one is started when it is not running (and there is a rule to remind by)."""
+        if not await asyncio.to_thread(self.store.enabled_rules, Trigger.booking_reminder_hours):
+            return  # no rule reminds of bookings (a reminder left running ends by itself)
         client = await self.client()
         workflow_id = booking_reminder.workflow_id_for(booking.id)
         if booking.status != "booked":
@@ -329,8 +365,6 @@ class AutomationStarter:
             except RPCError as error:
                 if error.status != RPCStatusCode.NOT_FOUND:
                     raise
-            return
-        if not await asyncio.to_thread(self.store.enabled_rules, Trigger.booking_reminder_hours):
             return
         start = booking_reminder.start_options(booking.id, booking.contact_id)
         await client.start_workflow(

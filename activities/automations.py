@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from activities.failures import as_application_error
 from domain.automation_runs import (
     BookingPlan,
+    BookingStatus,
     MessageDraft,
     RunPlan,
     RunRecord,
@@ -32,7 +33,7 @@ from domain.automation_runs import (
 from domain.automations import Action, AutomationRule, AutomationType
 from domain.channels import WHATSAPP_CHANNELS, ChannelName, Template
 from domain.conditions import why_not
-from domain.events import merge_fields
+from domain.events import Trigger, merge_fields
 from domain.templates import MessageTemplate, TemplateError, approved_template, render
 from integrations.errors import ProviderError
 from integrations.webhooks import WebhookClient
@@ -55,6 +56,12 @@ FALLBACKS = {
     AutomationType.crm_update: "Hi {first_name}, just checking in.",
 }
 """What is sent when a rule has no text and the LLM is missing or fails."""
+
+
+BOOKING_TRIGGERS = frozenset(
+    {Trigger.booking_created, Trigger.booking_reminder_hours, "booking_rescheduled"}
+)
+"""Runs for a booking that is still to come: a cancelled or moved one makes them moot."""
 
 
 @dataclass
@@ -116,21 +123,44 @@ class AutomationActivities:
         problem = why_not(rule.conditions, facts_of(contact), request.event_data)
         if problem is not None:
             return _skip(f"its conditions no longer hold: {problem}")
+        moved_on = await self._moved_on(request)
+        if moved_on is not None:
+            return _skip(moved_on)
         plan = RunPlan(go=True, action=rule.action.value, rule_name=rule.name)
         if rule.action is Action.update_contact:
             changes = rule.set.model_dump(exclude_none=True) if rule.set is not None else {}
             plan.contact_update = changes
             return plan
         if rule.action is Action.webhook:
-            assert rule.webhook_url is not None and rule.webhook_secret is not None
+            assert rule.webhook_url is not None
             plan.webhook = WebhookCall(
+                rule_id=stored.id,
                 url=rule.webhook_url,
-                secret=rule.webhook_secret,
                 body=_webhook_body(request, stored.id, rule, contact),
                 delivery_id=request.workflow_id,
             )
             return plan
         return await self._message_plan(plan, rule, contact, request)
+
+    async def _moved_on(self, request: PlanRequest) -> str | None:
+        """Why what the run answers is over, or None: a booking cancelled, moved or begun
+        (its reminder, its confirmation), a quiet spell ended by a message either way."""
+        data = request.event_data
+        if isinstance(data.get("booking_id"), int) and request.trigger in BOOKING_TRIGGERS:
+            booking = await asyncio.to_thread(self.store.get_booking, data["booking_id"])
+            if booking is None or booking.status != BookingStatus.booked:
+                state = "deleted" if booking is None else booking.status.value
+                return f"booking {data['booking_id']} was {state}"
+            if request.trigger == Trigger.booking_reminder_hours:
+                if booking.starts_at != _moment(data.get("starts_at")):
+                    return f"booking {booking.id} was moved"
+                if booking.starts_at <= datetime.now(UTC):
+                    return f"booking {booking.id} has begun"
+        if request.trigger == Trigger.no_contact_days and "quiet_since" in data:
+            plan = await asyncio.to_thread(self.store.watch_plan, request.contact_id)
+            if plan.last_contact != _moment(data["quiet_since"]):
+                return "the contact and the shop exchanged messages since the quiet spell began"
+        return None
 
     async def _message_plan(
         self, plan: RunPlan, rule: AutomationRule, contact: ContactView, request: PlanRequest
@@ -199,10 +229,25 @@ class AutomationActivities:
 
     @activity.defn
     async def call_webhook(self, call: WebhookCall) -> int:
+        stored = await asyncio.to_thread(self.store.get_automation, call.rule_id)
+        if stored is None or stored.rule.webhook_secret is None:
+            raise ApplicationError(
+                f"rule {call.rule_id} was deleted or lost its webhook secret",
+                type="Rejected",
+                non_retryable=True,
+            )
+        secret = stored.rule.webhook_secret
         try:
-            return await self.webhooks.post(call.url, call.secret, call.body, call.delivery_id)
+            return await self.webhooks.post(call.url, secret, call.body, call.delivery_id)
         except ProviderError as error:
             raise as_application_error(error) from error
+
+
+def _moment(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _skip(reason: str) -> RunPlan:

@@ -284,6 +284,8 @@ async def patch_contact(
     await automations.dispatch_for(contact_id)
     if body.last_contacted_at is not None:
         await automations.contacted(contact_id, body.last_contacted_at)
+    elif "status" not in changes:  # a new status is an event, which told the watch
+        await automations.contact_changed(contact_id)
     return contact_out(contact)
 
 

@@ -21,6 +21,7 @@ from dependencies import (
     checked_addresses,
 )
 from domain import limits
+from domain.automations import TIMER_TRIGGERS
 from domain.events import json_size, type_problem
 from store.events import API_KEY_PREFIX, Cursor, EventView, NoContact
 
@@ -60,6 +61,11 @@ class EventIn(BaseModel):
         problem = type_problem(value)
         if problem is not None:
             raise ValueError(problem)
+        if value in TIMER_TRIGGERS:
+            raise ValueError(
+                f"{value} is not raised: Nudge times it (a contact's quiet spell, a booking's "
+                "start); raise the event that changed them instead"
+            )
         return value
 
     @field_validator("data")

@@ -61,9 +61,17 @@ def event_occurrence(event_id: int) -> str:
     return f"event-{event_id}"
 
 
+QUIET = "quiet-"
+
+
+def is_quiet_run(workflow_id: str) -> bool:
+    """A ``no_contact_days`` rule's message: it does not end the quiet spell it nudges."""
+    return workflow_id.startswith("automation:") and f":{QUIET}" in workflow_id
+
+
 def quiet_occurrence(spell_start: datetime, number: int) -> str:
     """The ``number``-th message (from 1) of the quiet spell that began at ``spell_start``."""
-    return f"quiet-{int(spell_start.timestamp())}-{number}"
+    return f"{QUIET}{int(spell_start.timestamp())}-{number}"
 
 
 def booking_occurrence(booking_id: int, starts_at: datetime) -> str:
@@ -110,8 +118,11 @@ class MessageDraft:
 
 @dataclass
 class WebhookCall:
+    """A webhook rule's call. The signing secret is not here: it is read from the rule by
+    the activity that signs, so it never enters a workflow's history."""
+
+    rule_id: int
     url: str
-    secret: str
     body: dict[str, Any]
     delivery_id: str
     """The same on every retry of one call (``X-Nudge-Delivery``): the receiver drops repeats."""

@@ -202,8 +202,7 @@ class AutomationStore:
 
     def record_run(self, record: RunRecord) -> None:
         """The run's row as its workflow says now: created when a watch or a reminder
-        started the run, and never moved back from an ending to ``waiting`` or ``running``
-        (a retried activity, a replayed history)."""
+        started the run; once it has ended, it stays as it ended."""
 
         def write(session: Session) -> None:
             row = session.scalar(
@@ -216,8 +215,8 @@ class AutomationStore:
                 name = rule.name if rule is not None else f"rule {record.rule_id}"
                 session.add(AutomationRun(**_run_values(record, name), created_at=utcnow()))
                 return
-            if row.status in FINAL_RUN and record.status not in FINAL_RUN:
-                return
+            if row.status in FINAL_RUN:
+                return  # the first ending stands (a retried activity, a restarted reminder)
             row.status = record.status.value
             row.due_at = record.due_at
             for name in ("channel", "message", "reason", "finished_at"):
@@ -276,9 +275,9 @@ class AutomationStore:
 
     def watch_plan(self, contact_id: int) -> WatchPlan:
         """The ``no_contact_days`` rules that apply to the contact now (switched on, their
-        conditions holding), and the last time anyone wrote either way: the later of
-        ``last_contacted_at`` and the contact's last inbound message; its creation when
-        there was neither."""
+        conditions holding), and when its quiet spell began: the later of its last exchange
+        (``last_exchange_at``: a message to it other than a no-contact nudge) and its last
+        inbound message; its creation when there was neither."""
         with self.sessions() as session:
             row = session.get(Contact, contact_id)
             if row is None:
@@ -300,7 +299,7 @@ class AutomationStore:
                     ContactChannel.contact_id == contact_id
                 )
             )
-            contacts = [_aware(m) for m in (row.last_contacted_at, inbound) if m is not None]
+            contacts = [_aware(m) for m in (row.last_exchange_at, inbound) if m is not None]
             # Never contacted either way: the spell began when the contact was made.
             last = max(contacts) if contacts else _aware(row.created_at)
         return WatchPlan(

@@ -174,6 +174,7 @@ class EventStore:
             )
             contact.timezone, contact.locale = lead.timezone, lead.locale
             contact.last_contacted_at = lead.last_contacted_at
+            contact.last_exchange_at = lead.last_contacted_at
             session.flush()
             _add_event(
                 session,
@@ -216,6 +217,8 @@ class EventStore:
             before = row.status
             for name, value in changes.items():
                 setattr(row, name, value)
+            if "last_contacted_at" in changes:  # an operator says when: the spell begins then
+                row.last_exchange_at = changes["last_contacted_at"]
             if fields_patch is not None:
                 row.fields = merge_fields(dict(row.fields or {}), fields_patch)
                 if json_size(row.fields) > limits.CUSTOM_FIELDS:

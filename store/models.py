@@ -74,6 +74,10 @@ class Contact(Base):
     fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Custom fields, any JSON object (``limits.CUSTOM_FIELDS``)."""
     last_contacted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_exchange_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """The last message to the contact other than a ``no_contact_days`` nudge (or when an
+    operator said they were contacted): where the contact's quiet spell begins. With the
+    last inbound message (``contact_channels.last_inbound_at``) it is what watches time by."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

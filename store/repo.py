@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import limits
+from domain.automation_runs import is_quiet_run
 from domain.status import OutboxStatus
 from store.automations import AutomationStore
 from store.bookings import BookingStore
@@ -417,7 +418,9 @@ class Store(
                 .execution_options(synchronize_session=False)
             )
             if row is not None and "sent_at" in values and row.contact_id is not None:
-                _stamp_contacted(session, row.contact_id, row.sent_at)
+                _stamp_contacted(
+                    session, row.contact_id, row.sent_at, exchange=not is_quiet_run(row.workflow_id)
+                )
             return None if row is None else OutboxRow.of(row)
 
     def list_outbox(
@@ -591,16 +594,18 @@ def _new_outbox_row(
     )
 
 
-def _stamp_contacted(session: Session, contact_id: int, at: datetime | None) -> None:
-    """A message went to the contact: ``last_contacted_at`` moves to its time (never back)."""
+def _stamp_contacted(
+    session: Session, contact_id: int, at: datetime | None, *, exchange: bool
+) -> None:
+    """A message went to the contact: ``last_contacted_at`` moves to its time (never back),
+    and ``last_exchange_at`` too unless it was a no-contact nudge (``exchange`` False)."""
     if at is None:
         return
-    session.execute(
-        update(Contact)
-        .where(
-            Contact.id == contact_id,
-            (Contact.last_contacted_at.is_(None)) | (Contact.last_contacted_at < at),
+    columns = [Contact.last_contacted_at, *([Contact.last_exchange_at] if exchange else [])]
+    for column in columns:
+        session.execute(
+            update(Contact)
+            .where(Contact.id == contact_id, (column.is_(None)) | (column < at))
+            .values({column.key: at})
+            .execution_options(synchronize_session=False)
         )
-        .values(last_contacted_at=at)
-        .execution_options(synchronize_session=False)
-    )

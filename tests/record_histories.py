@@ -237,14 +237,14 @@ async def record_automations(env: WorkflowEnvironment, store: Store, url: str) -
             NewBooking(contact_id=sent, starts_at=now + timedelta(days=2))
         )
         await starter.booking_saved(booking, event)
-        booking, event = store.change_booking(booking.id, {"starts_at": now + timedelta(days=4)})
-        await starter.booking_saved(booking, event)
+        booking, moved = store.change_booking(booking.id, {"starts_at": now + timedelta(days=4)})
+        await starter.booking_saved(booking, moved)
         other, event = store.create_booking(
             NewBooking(contact_id=sent, starts_at=now + timedelta(days=5))
         )
         await starter.booking_saved(other, event)
-        other, event = store.change_booking(other.id, {"status": "cancelled"})
-        await starter.booking_saved(other, event)
+        other, cancelled = store.change_booking(other.id, {"status": "cancelled"})
+        await starter.booking_saved(other, cancelled)
         await env.sleep(timedelta(days=6))
         await eventually(lambda: len(store.list_runs(contact_id=sent)) == 3, within=60)
         for contact, name in ((sent, "sent"), (skipped, "skipped")):

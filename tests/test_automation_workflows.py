@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from automation_starts import AutomationStarter
@@ -287,3 +288,104 @@ async def test_a_rule_deleted_during_its_delay_ends_its_waiting_runs_at_once(rig
     assert (run.status, run.reason) == (RunStatus.skipped, f"rule {rule_id} was deleted")
     assert run.finished_at is not None and run.finished_at < run.due_at, "ended, not timed out"
     assert rig.sent_to("hal@example.com") == []
+
+
+async def test_an_old_quiet_spell_gets_its_repeats_n_days_apart_not_at_once(rig: Rig) -> None:
+    """A lead imported as last contacted ten days ago, under a 3-day rule sent three times:
+    the first message goes now, the next two three and six days later."""
+    rig.rule(**(QUIET_3_DAYS | {"repeat": 3}))
+    contact = rig.store.create_lead(
+        NewLead(email="ivy@example.com", last_contacted_at=(await rig.now()) - timedelta(days=10))
+    ).id
+    await rig.starter.dispatch_for(contact)
+    await wait_for(lambda: len(rig.finished(contact)) == 1)
+    await rig.env.sleep(timedelta(days=1))
+    assert len(rig.runs(contact)) == 1, "the second waits its three days"
+    await rig.env.sleep(timedelta(days=6))
+    await wait_for(lambda: len(rig.finished(contact)) == 3)
+    first, second, third = sorted(rig.finished(contact), key=lambda r: r.created_at)
+    assert second.due_at - first.finished_at >= timedelta(days=3) - SLACK  # type: ignore[operator]
+    assert third.due_at - second.due_at == timedelta(days=3)
+
+
+async def test_a_held_message_is_dropped_when_its_rule_is_switched_off_during_the_hold(
+    fresh_time_env: WorkflowEnvironment, store: Store, sqlite_url: str, task_queue: str
+) -> None:
+    """Quiet hours hold a welcome e-mail; the rule is switched off meanwhile: when the hold
+    ends the run asks again, and sends nothing."""
+    now = await fresh_time_env.get_current_time()
+    settings = Settings(
+        _env_file=None,
+        database_url=sqlite_url,
+        secret_key="automation-tests-key-of-32-characters",
+        temporal={"task_queue": task_queue},
+        policy=PolicySettings(
+            quiet_hours_start=(now - timedelta(hours=1)).strftime("%H:%M"),
+            quiet_hours_end=(now + timedelta(hours=2)).strftime("%H:%M"),
+            quiet_hours_channels="email",
+        ),
+    )
+
+    async def client() -> Any:
+        return fresh_time_env.client
+
+    rig = Rig(fresh_time_env, store, AutomationStarter(store, client, task_queue))
+    rule_id = rig.rule(**(WELCOME_LATER | {"delay_hours": 0}))
+    async with nudge_worker(fresh_time_env.client, settings, store):
+        contact = await rig.lead(name="Jo", email="jo@example.com", status="new")
+        [run] = rig.runs(contact)
+        handle = fresh_time_env.client.get_workflow_handle(run.workflow_id)
+
+        async def held() -> bool:
+            return str(await handle.query("status")).startswith("held_until")
+
+        await wait_for(held, failure="the welcome was not held by quiet hours")
+        stored = rig.store.get_automation(rule_id)
+        assert stored is not None
+        off = stored.rule.model_copy(update={"enabled": False})
+        await rig.starter.rule_changed(rule_id, rig.store.replace_automation(rule_id, off))
+        await rig.env.sleep(timedelta(hours=3))
+        await wait_for(lambda: rig.finished(contact) != [], failure="the run did not end")
+    [run] = rig.runs(contact)
+    assert (run.status, run.reason) == (RunStatus.skipped, f"rule {rule_id} was switched off")
+    assert [r.status for r in store.list_outbox() if r.recipient == "jo@example.com"] == ["held"]
+    await rig.starter.drain()
+
+
+async def test_a_dry_run_of_a_contact_update_changes_nothing(rig: Rig) -> None:
+    rule_id = rig.rule(
+        name="Mark as contacted",
+        type="crm_update",
+        trigger="session_completed",
+        set={"status": "contacted", "tags": ["seen"]},
+    )
+    contact = await rig.lead(email="kim@example.com", status="new")
+    stored = rig.store.get_automation(rule_id)
+    assert stored is not None
+    tried = await rig.starter.run_now(stored, contact, dry_run=True, data={})
+    assert tried.status == RunStatus.dry_run
+    assert "contacted" in tried.text
+    after = rig.store.contact_for_rule(contact)
+    assert after is not None and (after.status, after.tags) == ("new", [])
+    done = await rig.starter.run_now(stored, contact, dry_run=False, data={})
+    assert done.status == RunStatus.done
+    after = rig.store.contact_for_rule(contact)
+    assert after is not None and (after.status, after.tags) == ("contacted", ["seen"])
+
+
+async def test_only_contacts_a_quiet_rule_applies_to_are_watched(rig: Rig) -> None:
+    rig.rule(**(QUIET_3_DAYS | {"conditions": {"tags": "vip"}}))
+    contact = await rig.lead(email="lu@example.com")
+    watch = rig.env.client.get_workflow_handle(contact_watch.workflow_id_for(contact))
+    with pytest.raises(RPCError):
+        await watch.describe()
+    rig.store.patch_lead(contact, {"tags": ["vip"]})  # no event: a tag is not a status
+    await rig.starter.contact_changed(contact)
+    await wait_for(lambda: _watching(watch), failure="the tagged contact is not watched")
+
+
+async def _watching(handle: Any) -> bool:
+    try:
+        return str(await handle.query(ContactWatch.status)) == "watching"
+    except RPCError:
+        return False

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.policy import held_status
     from domain.status import SENT_STATUSES, SendStatus
     from workflows.bookkeeping import BOOKKEEPING, recorded
-    from workflows.delivery import send
+    from workflows.delivery import NoLongerWanted, send
     from workflows.search_attributes import CHANNEL, NUDGE_STATUS, at_start
     from workflows.starting import WorkflowStart
 
@@ -69,6 +69,7 @@ class AutomationRun:
         self._status = RunStatus.waiting
         self._next = NextAction("checks the rule and acts")
         self._stopped: str | None = None
+        self._held: str | None = None
 
     @workflow.signal
     def stop(self, reason: str) -> None:
@@ -78,7 +79,9 @@ class AutomationRun:
 
     @workflow.query
     def status(self) -> str:
-        return self._status.value
+        """``waiting``, ``running`` (``held_until_08:00_quiet_hours`` while held), then how
+        it ended."""
+        return self._held or self._status.value
 
     @workflow.query
     def next_action(self) -> NextAction:
@@ -125,24 +128,11 @@ class AutomationRun:
         if self._stopped is not None:
             return RunOutcome(status=RunStatus.skipped, reason=self._stopped)
         self._set(RunStatus.running, NextAction(f"runs rule {request.rule_id} now"))
-        plan: RunPlan = await recorded(
-            "read the rule and the contact",
-            workflow.execute_activity_method(
-                AutomationActivities.plan_run,
-                PlanRequest(
-                    workflow_id=self._id,
-                    rule_id=request.rule_id,
-                    contact_id=request.contact_id,
-                    trigger=request.trigger,
-                    event_data=request.event_data,
-                    test=request.occurrence.startswith("test-"),
-                ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=BOOKKEEPING,
-            ),
-        )
+        plan = await self._plan_run()
         if not plan.go:
             return RunOutcome(status=plan.status, reason=plan.reason)
+        if plan.contact_update is not None and request.dry_run:
+            return RunOutcome(status=RunStatus.dry_run, text=f"would set {plan.contact_update}")
         if plan.contact_update is not None:
             said = await workflow.execute_activity_method(
                 AutomationActivities.update_contact,
@@ -164,6 +154,35 @@ class AutomationRun:
             return RunOutcome(status=RunStatus.done, text=f"webhook answered HTTP {code}")
         assert plan.draft is not None
         return await self._send(request, plan.draft)
+
+    async def _plan_run(self) -> RunPlan:
+        """The rule and the contact as they are now: what the run does, or why it does not."""
+        request = self._request
+        plan: RunPlan = await recorded(
+            "read the rule and the contact",
+            workflow.execute_activity_method(
+                AutomationActivities.plan_run,
+                PlanRequest(
+                    workflow_id=self._id,
+                    rule_id=request.rule_id,
+                    contact_id=request.contact_id,
+                    trigger=request.trigger,
+                    event_data=request.event_data,
+                    test=request.occurrence.startswith("test-"),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
+            ),
+        )
+        return plan
+
+    async def _still_wanted(self) -> str | None:
+        """Asked when a hold (quiet hours, the cap) ends: the rule may have been switched off,
+        the contact may have written, the booking may have moved, meanwhile."""
+        if self._stopped is not None:
+            return self._stopped
+        plan = await self._plan_run()
+        return None if plan.go else plan.reason
 
     async def _send(self, request: RunRequest, draft: MessageDraft) -> RunOutcome:
         writer = "rule"
@@ -202,7 +221,22 @@ class AutomationRun:
                 writer=writer,
             )
         self._plan(NextAction(f"sends the message on {channel}"))
-        outcome = await send(
+        try:
+            outcome = await self._deliver(request, draft)
+        except NoLongerWanted as stopped:
+            return RunOutcome(status=RunStatus.skipped, reason=stopped.reason, channel=channel)
+        return RunOutcome(
+            status=_run_status(outcome.status),
+            reason=outcome.reason,
+            channel=channel,
+            text=draft.text,
+            subject=draft.subject,
+            sent_at=outcome.sent_at,
+            writer=writer,
+        )
+
+    async def _deliver(self, request: RunRequest, draft: MessageDraft) -> DeliveryOutcome:
+        return await send(
             DeliverRequest(
                 idempotency_key=f"{self._id}:send",
                 workflow_id=self._id,
@@ -215,20 +249,13 @@ class AutomationRun:
                 contact_id=request.contact_id,
             ),
             on_hold=self._hold,
-        )
-        return RunOutcome(
-            status=_run_status(outcome.status),
-            reason=outcome.reason,
-            channel=channel,
-            text=draft.text,
-            subject=draft.subject,
-            sent_at=outcome.sent_at,
-            writer=writer,
+            still_wanted=self._still_wanted,
         )
 
     def _hold(self, outcome: DeliveryOutcome) -> None:
         assert outcome.not_before is not None
         status = held_status(outcome.not_before, outcome.timezone, outcome.reason)
+        self._held = status
         workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
         self._plan(
             NextAction(
@@ -266,7 +293,7 @@ class AutomationRun:
         )
 
     def _set(self, status: RunStatus, next_action: NextAction) -> None:
-        self._status = status
+        self._status, self._held = status, None
         workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status.value)])
         self._plan(next_action)
 

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.automations import AutomationActivities
@@ -37,10 +41,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows import automation_run
     from workflows.automation_run import AutomationRun
     from workflows.bookkeeping import BOOKKEEPING, recorded
+    from workflows.bookkeeping import FAILED as BOOKKEEPING_FAILED
     from workflows.search_attributes import NUDGE_STATUS, at_start
     from workflows.starting import WorkflowStart
 
 KIND = "booking_reminder"
+DATABASE_PAUSE = timedelta(minutes=10)
+"""How long the reminder waits before reading again when the database did not answer."""
 
 
 def workflow_id_for(booking_id: int) -> str:
@@ -100,6 +107,8 @@ class BookingReminder:
                 return self._end("deleted", f"booking {state.booking_id} was deleted")
             if plan.status != BookingStatus.booked:
                 return self._end(plan.status.value, f"the booking was {plan.status.value}")
+            if not plan.rules:
+                return self._end("no_rules", "no booking_reminder_hours rule is switched on")
             assert plan.starts_at is not None
             pending = self._pending(plan)
             now = workflow.now()
@@ -133,16 +142,30 @@ class BookingReminder:
                 pass
 
     async def _read(self) -> BookingPlan:
-        plan: BookingPlan = await recorded(
-            "read the booking",
-            workflow.execute_activity_method(
-                AutomationActivities.booking_plan,
-                self._state.booking_id,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=BOOKKEEPING,
-            ),
-        )
-        return plan
+        """The booking as the store has it; a database that does not answer is waited out
+        (the reminder is the booking's only clock), not given up on."""
+        while True:
+            try:
+                plan: BookingPlan = await recorded(
+                    "read the booking",
+                    workflow.execute_activity_method(
+                        AutomationActivities.booking_plan,
+                        self._state.booking_id,
+                        start_to_close_timeout=timedelta(seconds=30),
+                        retry_policy=BOOKKEEPING,
+                    ),
+                )
+                return plan
+            except ApplicationError as error:
+                if error.type != BOOKKEEPING_FAILED:
+                    raise
+                self._set(
+                    "database_unreachable",
+                    NextAction(
+                        "reads the booking again", workflow.now() + DATABASE_PAUSE, error.message
+                    ),
+                )
+                await workflow.sleep(DATABASE_PAUSE)
 
     def _pending(self, plan: BookingPlan) -> list[_Due]:
         assert plan.starts_at is not None

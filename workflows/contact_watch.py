@@ -6,8 +6,10 @@ every contact. A message from the contact arrives as ``contacted`` (after the st
 new spell at once; a message to the contact (a person's reply, another rule's message) is
 found when the timer fires (``last_contacted_at`` moved on) and the timer moves to the new
 spell's end. The store is the one truth of when the last contact was. A
-rule with ``repeat`` sends at most that many messages a spell, each N days after the last;
-this watch's own messages do not start a new spell. ``continue_as_new`` keeps its history
+rule with ``repeat`` sends at most that many messages a spell, each N days after the last
+(never two at once, however old the spell); the watch's own messages do not start a new spell
+(``last_exchange_at`` leaves them out). A database that does not answer is waited out, not
+given up on: the watch is the contact's only clock. ``continue_as_new`` keeps its history
 small however long the contact stays.
 """
 
@@ -17,7 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.automations import AutomationActivities
@@ -33,12 +39,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows import automation_run
     from workflows.automation_run import AutomationRun
     from workflows.bookkeeping import BOOKKEEPING, recorded
+    from workflows.bookkeeping import FAILED as BOOKKEEPING_FAILED
     from workflows.search_attributes import NUDGE_STATUS, at_start
     from workflows.starting import WorkflowStart
 
 KIND = "contact_watch"
-OWN_MESSAGE_SLACK = timedelta(seconds=2)
-"""A last contact this close to one of the watch's own messages is that message."""
+ON_TIME = timedelta(minutes=1)
+"""A message that fired within this of its due time fired on time."""
+DATABASE_PAUSE = timedelta(minutes=10)
+"""How long the watch waits before reading again when the database did not answer."""
 TURNS_BEFORE_CONTINUING = 50
 """Timer firings and signals handled before ``continue_as_new`` (each is a few events)."""
 
@@ -62,8 +71,8 @@ class WatchInput:
     """When the current quiet spell began: the last message either way."""
     fired: dict[str, int] = field(default_factory=dict)
     """Rule id -> messages sent this spell."""
-    own: list[datetime] = field(default_factory=list)
-    """When this spell's messages from the watch went out."""
+    last_fired: dict[str, datetime] = field(default_factory=dict)
+    """Rule id -> when its last message of this spell was due: the next is N days later."""
 
 
 @dataclass
@@ -109,13 +118,13 @@ class ContactWatch:
     @workflow.run
     async def run(self, state: WatchInput) -> str:
         for _ in range(TURNS_BEFORE_CONTINUING):
+            self._dirty = False  # before reading: a signal during the read is not lost
             plan = await self._read()
             if not plan.exists:
                 return self._end("contact_deleted", f"contact {state.contact_id} was deleted")
             if not plan.rules:
                 return self._end("no_rules", "no no_contact_days rule applies to the contact")
             due = self._next_due(plan.rules)
-            self._dirty = False
             if due is None:
                 self._set(
                     "waiting_for_contact",
@@ -151,29 +160,41 @@ class ContactWatch:
         workflow.continue_as_new(self._state)
 
     async def _read(self) -> WatchPlan:
-        plan: WatchPlan = await recorded(
-            "read the contact's rules and last contact",
-            workflow.execute_activity_method(
-                AutomationActivities.watch_plan,
-                self._state.contact_id,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=BOOKKEEPING,
-            ),
-        )
+        while True:
+            try:
+                plan: WatchPlan = await recorded(
+                    "read the contact's rules and last contact",
+                    workflow.execute_activity_method(
+                        AutomationActivities.watch_plan,
+                        self._state.contact_id,
+                        start_to_close_timeout=timedelta(seconds=30),
+                        retry_policy=BOOKKEEPING,
+                    ),
+                )
+                break
+            except ApplicationError as error:
+                if error.type != BOOKKEEPING_FAILED:
+                    raise
+                self._set(
+                    "database_unreachable",
+                    NextAction(
+                        "reads the contact's rules again",
+                        workflow.now() + DATABASE_PAUSE,
+                        error.message,
+                    ),
+                )
+                await workflow.sleep(DATABASE_PAUSE)
         if plan.last_contact is not None:
             self._absorb(plan.last_contact)
         return plan
 
     def _absorb(self, last_contact: datetime) -> None:
-        """The store's last contact, unless it is one of this watch's own messages, is
-        where the spell begins: a new message either way starts a new one, and so does an
-        operator setting ``last_contacted_at`` (earlier, too: the rule is due sooner)."""
+        """The store's last exchange is where the spell begins: a new message either way
+        starts a new one, and so does an operator setting ``last_contacted_at`` (earlier,
+        too: the rule is due sooner). The watch's own messages are not exchanges."""
         state = self._state
-        if last_contact == state.spell_start:
-            return
-        if any(abs(last_contact - own) <= OWN_MESSAGE_SLACK for own in state.own):
-            return
-        state.spell_start, state.fired, state.own = last_contact, {}, []
+        if last_contact != state.spell_start:
+            state.spell_start, state.fired, state.last_fired = last_contact, {}, {}
 
     def _next_due(self, rules: list[QuietRule]) -> _Due | None:
         start = self._state.spell_start
@@ -181,9 +202,13 @@ class ContactWatch:
             return None
         found: list[_Due] = []
         for rule in rules:
-            sent = self._state.fired.get(str(rule.rule_id), 0)
+            key = str(rule.rule_id)
+            sent = self._state.fired.get(key, 0)
             if sent < rule.repeat:
-                found.append(_Due(rule, sent + 1, start + rule.after * (sent + 1)))
+                at = start + rule.after * (sent + 1)
+                if key in self._state.last_fired:  # N days after the last, never at once
+                    at = max(at, self._state.last_fired[key] + rule.after)
+                found.append(_Due(rule, sent + 1, at))
         return min(found, key=lambda d: (d.at, d.rule.rule_id), default=None)
 
     async def _fire(self, due: _Due) -> None:
@@ -195,24 +220,29 @@ class ContactWatch:
             occurrence=quiet_occurrence(state.spell_start, due.number),
             due_at=due.at,
             trigger=Trigger.no_contact_days,
-            event_data={"days": due.rule.after.days, "message": due.number},
+            event_data={
+                "days": due.rule.after.days,
+                "message": due.number,
+                "quiet_since": state.spell_start.isoformat(),
+            },
         )
         state.fired[str(due.rule.rule_id)] = due.number
+        # The next is N days after this one: after its planned time when it fired on time,
+        # after now when it was overdue (an old spell, a stopped worker): never two at once.
+        late = workflow.now() - due.at > ON_TIME
+        state.last_fired[str(due.rule.rule_id)] = workflow.now() if late else due.at
         start = automation_run.start_options(request)
         try:
-            outcome = await workflow.execute_child_workflow(
+            await workflow.execute_child_workflow(
                 AutomationRun.run,
                 request,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 **start.options(),
             )
         except WorkflowAlreadyStartedError:
-            return  # fired before this run continued as new
+            pass  # fired before this run continued as new
         except ChildWorkflowError as error:
             workflow.logger.warning("rule %s's run failed: %s", due.rule.rule_id, error)
-            return
-        if outcome.sent_at is not None:
-            state.own.append(outcome.sent_at)
 
     def _set(self, status: str, next_action: NextAction) -> None:
         if status != self._status:

@@ -5,7 +5,7 @@ customer sends through ``send``."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -28,15 +28,26 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=30)
 """A local send retried after longer waits than this waits on a durable timer instead."""
 
 
+class NoLongerWanted(Exception):
+    """A held message whose sender, asked after the hold, no longer wants it sent."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 async def send(
     request: DeliverRequest,
     *,
     local: bool = False,
     on_hold: Callable[[DeliveryOutcome], None] | None = None,
+    still_wanted: Callable[[], Awaitable[str | None]] | None = None,
 ) -> DeliveryOutcome:
     """``local``: run the send path as a local activity, in the worker that runs the workflow,
     without a round trip through the server (for replies a customer is waiting for).
-    ``on_hold`` is told of each hold before its sleep, so the workflow can say until when."""
+    ``on_hold`` is told of each hold before its sleep, so the workflow can say until when;
+    ``still_wanted`` is asked after each hold (None: send; a reason: raise ``NoLongerWanted``),
+    for a message whose reason to be sent may end while it is held."""
     while True:
         request = dataclasses.replace(request, as_of=workflow.now())
         if local:
@@ -64,3 +75,5 @@ async def send(
         if on_hold is not None:
             on_hold(outcome)
         await workflow.sleep(max(outcome.not_before - workflow.now(), MIN_WAIT))
+        if still_wanted is not None and (reason := await still_wanted()) is not None:
+            raise NoLongerWanted(reason)

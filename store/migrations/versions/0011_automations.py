@@ -1,4 +1,5 @@
-"""automation rules, their runs, bookings; events remember when their rules were started
+"""automation rules, their runs, bookings; events remember when their rules were started;
+contacts remember their last exchange (what quiet spells count from)
 
 Revision ID: 0011
 Revises: 0010
@@ -73,6 +74,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_bookings_contact", "bookings", ["contact_id", "starts_at"])
     op.create_index("ix_bookings_starts_at", "bookings", ["starts_at"])
+    with op.batch_alter_table("contacts") as batch_op:
+        batch_op.add_column(
+            sa.Column("last_exchange_at", sa.DateTime(timezone=True), nullable=True)
+        )
+    op.execute(sa.text("UPDATE contacts SET last_exchange_at = last_contacted_at"))
     with op.batch_alter_table("business_events") as batch_op:
         batch_op.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_business_events_undispatched", ["dispatched_at", "created_at"])
@@ -84,6 +90,8 @@ def downgrade() -> None:
     with op.batch_alter_table("business_events") as batch_op:
         batch_op.drop_index("ix_business_events_undispatched")
         batch_op.drop_column("dispatched_at")
+    with op.batch_alter_table("contacts") as batch_op:
+        batch_op.drop_column("last_exchange_at")
     op.drop_table("bookings")
     op.drop_table("automation_runs")
     op.drop_table("automations")
