@@ -64,6 +64,10 @@ BOOKING_TRIGGERS = frozenset(
 """Runs for a booking that is still to come: a cancelled or moved one makes them moot."""
 
 
+PRIVATE_EVENT_DATA = frozenset({"notes"})
+"""Event data never shown to the LLM: a booking's notes are the operator's, not the customer's."""
+
+
 @dataclass
 class PlanRequest:
     workflow_id: str
@@ -335,8 +339,12 @@ def writing_prompt(rule: AutomationRule, contact: ContactView, event_data: dict[
     ]
     if contact.status:
         lines.append(f"Lead status: {contact.status}")
-    if event_data:
-        shown = ", ".join(f"{k}: {v}" for k, v in event_data.items() if v not in (None, ""))
+    shown = ", ".join(
+        f"{k}: {v}"
+        for k, v in event_data.items()
+        if v not in (None, "") and k not in PRIVATE_EVENT_DATA
+    )
+    if shown:
         lines.append(f"What happened: {shown}")
     return "\n".join(lines)
 
