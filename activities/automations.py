@@ -120,7 +120,7 @@ class AutomationActivities:
             return _skip(f"rule {request.rule_id} was deleted")
         rule = stored.rule
         if not rule.enabled and not request.test:
-            return _skip(f"rule {request.rule_id} is switched off")
+            return _skip(f"rule {request.rule_id} was switched off")
         contact = await asyncio.to_thread(self.store.contact_for_rule, request.contact_id)
         if contact is None:
             return _skip(f"contact {request.contact_id} was deleted")

@@ -6,6 +6,10 @@ hourly cron ran up to an hour late), then asks the store about the rule and the 
 they are now (still there, switched on, conditions holding), and does the rule's action: a
 message through the one send path, a contact update, or a signed webhook call. Switching the
 rule off or deleting it ends a waiting run at once (``stop``), with the reason.
+
+Its reads and writes of the store and its send run as local activities, in the worker that
+runs the workflow: a run acts once and briefly, and a round trip through the server for each
+step was most of the server's work per contact (``bench/automations.py``).
 """
 
 from __future__ import annotations
@@ -160,7 +164,7 @@ class AutomationRun:
         request = self._request
         plan: RunPlan = await recorded(
             "read the rule and the contact",
-            workflow.execute_activity_method(
+            workflow.execute_local_activity_method(
                 AutomationActivities.plan_run,
                 PlanRequest(
                     workflow_id=self._id,
@@ -248,6 +252,7 @@ class AutomationRun:
                 message_class=draft.message_class,
                 contact_id=request.contact_id,
             ),
+            local=True,
             on_hold=self._hold,
             still_wanted=self._still_wanted,
         )
@@ -284,7 +289,7 @@ class AutomationRun:
         )
         await recorded(
             "record the run",
-            workflow.execute_activity_method(
+            workflow.execute_local_activity_method(
                 AutomationActivities.record_run,
                 record,
                 start_to_close_timeout=timedelta(seconds=30),

@@ -148,7 +148,7 @@ class BookingReminder:
             try:
                 plan: BookingPlan = await recorded(
                     "read the booking",
-                    workflow.execute_activity_method(
+                    workflow.execute_local_activity_method(
                         AutomationActivities.booking_plan,
                         self._state.booking_id,
                         start_to_close_timeout=timedelta(seconds=30),
@@ -182,7 +182,7 @@ class BookingReminder:
         if late:
             await recorded(
                 "record a reminder that came too late",
-                workflow.execute_activity_method(
+                workflow.execute_local_activity_method(
                     AutomationActivities.record_run,
                     RunRecord(
                         workflow_id=run_id_for(due.rule.rule_id, state.contact_id, due.occurrence),

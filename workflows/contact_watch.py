@@ -164,7 +164,7 @@ class ContactWatch:
             try:
                 plan: WatchPlan = await recorded(
                     "read the contact's rules and last contact",
-                    workflow.execute_activity_method(
+                    workflow.execute_local_activity_method(
                         AutomationActivities.watch_plan,
                         self._state.contact_id,
                         start_to_close_timeout=timedelta(seconds=30),
