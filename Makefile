@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/menus.py
 	$(BIN)/python bench/menu_checks.py
+	$(BIN)/python bench/automations.py
 
 clean:
 	rm -rf $(VENV) .nudge .mypy_cache .pytest_cache .ruff_cache

@@ -68,18 +68,23 @@ class AutomationStarter:
         self.client = client
         self.task_queue = task_queue
         self._background: set[asyncio.Task[None]] = set()
+        self._dispatching: set[int] = set()
+        """Events a request is dispatching now: the sweep leaves them to it."""
 
     # --- events ---------------------------------------------------------------------
 
     async def dispatch(self, event: EventView) -> bool:
         """Start what ``event`` calls for and mark it dispatched; False (logged, left for
         the sweep) when Temporal or the database could not be reached."""
+        self._dispatching.add(event.id)
         try:
             await self._dispatch(event)
+            await asyncio.to_thread(self.store.mark_dispatched, event.id)
         except Exception as error:  # logged: the sweep or the timer finds it later
             log.warning("event %s left for the next dispatch pass: %s", event.id, error)
             return False
-        await asyncio.to_thread(self.store.mark_dispatched, event.id)
+        finally:
+            self._dispatching.discard(event.id)
         return True
 
     async def _dispatch(self, event: EventView) -> None:
@@ -133,7 +138,7 @@ class AutomationStarter:
         """One pass over the events not yet dispatched; how many were."""
         before = datetime.now(UTC) - SWEEP_GRACE
         ids = await asyncio.to_thread(self.store.undispatched_events, before=before)
-        return await self._dispatch_ids(ids)
+        return await self._dispatch_ids([i for i in ids if i not in self._dispatching])
 
     async def _dispatch_ids(self, ids: list[int]) -> int:
         done = 0

@@ -52,6 +52,11 @@ class TemporalSettings(BaseModel):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "nudge"
+    max_cached_workflows: int = Field(default=1000, ge=0)
+    """Workflows a worker keeps in memory between their steps (the SDK's default). A parked
+    contact watch or reminder out of the cache is replayed from its history when it wakes:
+    with more waiting runs than this, a burst of timers is worked through about half as fast
+    (``bench/automations.py``); each cached run costs some 200 KB of the worker's memory."""
     ui_port: int = 8233
     """Port of the Web UI that ``nudge dev`` starts (the UI of a remote cluster is its own)."""
     encryption_key: SecretStr = SecretStr("")

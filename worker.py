@@ -350,6 +350,7 @@ def build_worker(
     """Every workflow and the given activities on the settings' task queue; ``options`` are
     passed on to ``Worker`` (a benchmark's concurrency limits, say)."""
     defaults: dict[str, Any] = {
+        "max_cached_workflows": settings.temporal.max_cached_workflows,
         "max_concurrent_activities": MAX_CONCURRENT_ACTIVITIES,
         "workflow_task_poller_behavior": PollerBehaviorAutoscaling(),
         "activity_task_poller_behavior": PollerBehaviorAutoscaling(),

@@ -158,7 +158,10 @@ class ContactChannel(Base):
     (the WhatsApp 24-hour window runs from that moment)."""
 
     __tablename__ = "contact_channels"
-    __table_args__ = (UniqueConstraint("channel", "address", name="uq_contact_channels_address"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "address", name="uq_contact_channels_address"),
+        Index("ix_contact_channels_address_only", "address"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     contact_id: Mapped[int] = mapped_column(

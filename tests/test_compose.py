@@ -509,3 +509,20 @@ def test_the_registered_search_attributes_are_the_workflows_keywords() -> None:
     assert dependencies(service).get(temporal_service()) == "service_healthy", (
         f"{service!r} must wait for Temporal to be healthy"
     )
+
+
+def test_every_top_level_module_is_installed_and_in_the_image() -> None:
+    """A module at the top of the tree that the package or the image leaves out works in a
+    checkout and fails as ``nudge serve`` installed, or in the container."""
+    root = Path(__file__).resolve().parent.parent
+    modules = {path.stem for path in root.glob("*.py")}
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert set(project["tool"]["setuptools"]["py-modules"]) == modules
+    copied = {
+        name.removesuffix(".py")
+        for line in (root / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+        for name in line.split()[1:-1]
+        if name.endswith(".py")
+    }
+    assert copied == modules

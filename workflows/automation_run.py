@@ -285,7 +285,8 @@ class AutomationRun:
             channel=outcome.channel,
             message=outcome.text or None,
             reason=outcome.reason or None,
-            finished_at=workflow.now(),
+            # Local steps do not move the workflow's clock: the send's own time, when later.
+            finished_at=max(filter(None, [workflow.now(), outcome.sent_at])),
         )
         await recorded(
             "record the run",

@@ -74,6 +74,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_bookings_contact", "bookings", ["contact_id", "starts_at"])
     op.create_index("ix_bookings_starts_at", "bookings", ["starts_at"])
+    # A lead's address is looked up on every channel at once (no channel to lead the unique
+    # index with): without this, each new lead scanned the table under the write lock.
+    op.create_index("ix_contact_channels_address_only", "contact_channels", ["address"])
     with op.batch_alter_table("contacts") as batch_op:
         batch_op.add_column(
             sa.Column("last_exchange_at", sa.DateTime(timezone=True), nullable=True)
@@ -92,6 +95,7 @@ def downgrade() -> None:
         batch_op.drop_column("dispatched_at")
     with op.batch_alter_table("contacts") as batch_op:
         batch_op.drop_column("last_exchange_at")
+    op.drop_index("ix_contact_channels_address_only", "contact_channels")
     op.drop_table("bookings")
     op.drop_table("automation_runs")
     op.drop_table("automations")
