@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.contacts import check_zone
+from api.moments import UtcMoment
 from dependencies import AdminToken, AutomationsDep, StoreDep, UserToken
 from domain import limits
 from domain.automation_runs import BookingStatus
@@ -52,14 +53,14 @@ class BookingFields(BaseModel):
 
 class BookingCreate(BookingFields):
     contact_id: int = Field(ge=1, le=limits.RECORD_ID)
-    starts_at: AwareDatetime = Field(description=STARTS_AT)
+    starts_at: UtcMoment = Field(description=STARTS_AT)
 
 
 class BookingPatch(BookingFields):
     """Only the fields given change: a new ``starts_at`` reschedules, ``status`` cancels or
     completes. A field given as null is cleared (``starts_at`` and ``status`` cannot be)."""
 
-    starts_at: AwareDatetime | None = Field(default=None, description=STARTS_AT)
+    starts_at: UtcMoment | None = Field(default=None, description=STARTS_AT)
     status: Literal["cancelled", "completed"] | None = Field(
         default=None,
         description="cancelled, or completed (a session_completed event); a booking is "
@@ -147,10 +148,10 @@ async def list_bookings(
     store: StoreDep,
     contact_id: Annotated[int | None, Query(ge=1, le=limits.RECORD_ID)] = None,
     starts_from: Annotated[
-        AwareDatetime | None, Query(alias="from", description="starts at or after, with offset")
+        UtcMoment | None, Query(alias="from", description="starts at or after, with offset")
     ] = None,
     starts_to: Annotated[
-        AwareDatetime | None, Query(alias="to", description="starts before, with offset")
+        UtcMoment | None, Query(alias="to", description="starts before, with offset")
     ] = None,
     booking_status: Annotated[BookingStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,6 +23,7 @@ from pydantic import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from api.moments import UtcMoment
 from api.next_actions import NextActionOut, next_actions
 from dependencies import (
     AdminToken,
@@ -125,7 +125,7 @@ class LeadFields(BaseModel):
 class ContactCreate(LeadFields):
     """A lead: an e-mail address, a phone number or both."""
 
-    last_contacted_at: AwareDatetime | None = Field(
+    last_contacted_at: UtcMoment | None = Field(
         default=None,
         description="when the lead was last contacted before it came here (an import): "
         "no_contact_days rules count from it",
@@ -136,7 +136,7 @@ class ContactPatch(LeadFields):
     """Only the fields given change. ``fields`` is merged (RFC 7396): a key set to null is
     removed, the others set; ``"fields": null`` removes them all."""
 
-    last_contacted_at: AwareDatetime | None = None
+    last_contacted_at: UtcMoment | None = None
 
 
 class ContactUpdate(BaseModel):

@@ -283,3 +283,22 @@ def test_a_user_token_reads_bookings_but_cannot_write_them(api: Api) -> None:
     assert ids(api.client.get("/v1/bookings", headers=api.user)) == [booking["id"]]
     assert api.client.get("/v1/bookings").status_code == 401
     assert api.client.post("/v1/bookings", json=body).status_code == 401
+
+
+def test_a_time_whose_utc_is_before_year_one_is_refused_naming_its_field(api: Api) -> None:
+    """Found by schemathesis: a valid time with an offset that Python cannot hold in UTC
+    was a 500."""
+    ana = contact(api)
+    early = "0001-01-01T01:00:00+01:01"
+    response = api.client.post(
+        "/v1/bookings", json={"contact_id": ana, "starts_at": early}, headers=api.admin
+    )
+    assert response.status_code == 422, response.text
+    assert locs(response) == [["body", "starts_at"]]
+    response = api.client.patch(
+        f"/v1/contacts/{ana}", json={"last_contacted_at": early}, headers=api.admin
+    )
+    assert response.status_code == 422, response.text
+    assert locs(response) == [["body", "last_contacted_at"]]
+    response = api.client.get("/v1/bookings", params={"from": early}, headers=api.user)
+    assert response.status_code == 422, response.text
