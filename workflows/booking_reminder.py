@@ -15,11 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import (
-    ApplicationError,
-    ChildWorkflowError,
-    WorkflowAlreadyStartedError,
-)
 
 with workflow.unsafe.imports_passed_through():
     from activities.automations import AutomationActivities
@@ -37,17 +32,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.durations import format_duration
     from domain.events import Trigger
-    from domain.next_action import NextAction, ended
-    from workflows import automation_run
-    from workflows.automation_run import AutomationRun
+    from domain.next_action import NextAction
     from workflows.bookkeeping import BOOKKEEPING, recorded
-    from workflows.bookkeeping import FAILED as BOOKKEEPING_FAILED
-    from workflows.search_attributes import NUDGE_STATUS, at_start
+    from workflows.rule_timers import Progress, read_patiently, run_rule
+    from workflows.search_attributes import at_start
     from workflows.starting import WorkflowStart
 
 KIND = "booking_reminder"
-DATABASE_PAUSE = timedelta(minutes=10)
-"""How long the reminder waits before reading again when the database did not answer."""
 
 
 def workflow_id_for(booking_id: int) -> str:
@@ -81,8 +72,7 @@ class _Due:
 class BookingReminder:
     def __init__(self) -> None:
         self._dirty = False
-        self._status = "waiting"
-        self._next = NextAction("reads the booking")
+        self._progress = Progress("waiting", NextAction("reads the booking"))
 
     @workflow.signal
     def refresh(self) -> None:
@@ -91,11 +81,11 @@ class BookingReminder:
 
     @workflow.query
     def status(self) -> str:
-        return self._status
+        return self._progress.status
 
     @workflow.query
     def next_action(self) -> NextAction:
-        return self._next
+        return self._progress.next
 
     @workflow.run
     async def run(self, state: ReminderInput) -> str:
@@ -104,11 +94,13 @@ class BookingReminder:
             self._dirty = False
             plan = await self._read()
             if not plan.exists:
-                return self._end("deleted", f"booking {state.booking_id} was deleted")
+                return self._progress.end("deleted", f"booking {state.booking_id} was deleted")
             if plan.status != BookingStatus.booked:
-                return self._end(plan.status.value, f"the booking was {plan.status.value}")
+                return self._progress.end(plan.status.value, f"the booking was {plan.status.value}")
             if not plan.rules:
-                return self._end("no_rules", "no booking_reminder_hours rule is switched on")
+                return self._progress.end(
+                    "no_rules", "no booking_reminder_hours rule is switched on"
+                )
             assert plan.starts_at is not None
             pending = self._pending(plan)
             now = workflow.now()
@@ -116,11 +108,11 @@ class BookingReminder:
                 await self._remind(plan, due, late=plan.starts_at <= now)
             future = [d for d in pending if d.at > now]
             if not future and plan.starts_at <= now:
-                return self._end("started", "the booking has begun")
+                return self._progress.end("started", "the booking has begun")
             if future:
                 due = min(future, key=lambda d: (d.at, d.rule.rule_id))
                 until = due.at
-                self._set(
+                self._progress.set(
                     "waiting",
                     NextAction(
                         f"sends rule {due.rule.rule_id}'s reminder",
@@ -130,7 +122,7 @@ class BookingReminder:
                 )
             else:
                 until = plan.starts_at
-                self._set(
+                self._progress.set(
                     "reminded",
                     NextAction("ends when the booking begins", until, "every reminder is handled"),
                 )
@@ -142,30 +134,18 @@ class BookingReminder:
                 pass
 
     async def _read(self) -> BookingPlan:
-        """The booking as the store has it; a database that does not answer is waited out
-        (the reminder is the booking's only clock), not given up on."""
-        while True:
-            try:
-                plan: BookingPlan = await recorded(
-                    "read the booking",
-                    workflow.execute_local_activity_method(
-                        AutomationActivities.booking_plan,
-                        self._state.booking_id,
-                        start_to_close_timeout=timedelta(seconds=30),
-                        retry_policy=BOOKKEEPING,
-                    ),
-                )
-                return plan
-            except ApplicationError as error:
-                if error.type != BOOKKEEPING_FAILED:
-                    raise
-                self._set(
-                    "database_unreachable",
-                    NextAction(
-                        "reads the booking again", workflow.now() + DATABASE_PAUSE, error.message
-                    ),
-                )
-                await workflow.sleep(DATABASE_PAUSE)
+        plan: BookingPlan = await read_patiently(
+            "read the booking",
+            lambda: workflow.execute_local_activity_method(
+                AutomationActivities.booking_plan,
+                self._state.booking_id,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
+            ),
+            self._progress,
+            "reads the booking again",
+        )
+        return plan
 
     def _pending(self, plan: BookingPlan) -> list[_Due]:
         assert plan.starts_at is not None
@@ -207,29 +187,4 @@ class BookingReminder:
             trigger=Trigger.booking_reminder_hours,
             event_data=dict(plan.data),
         )
-        start = automation_run.start_options(request)
-        try:
-            await workflow.execute_child_workflow(
-                AutomationRun.run,
-                request,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                **start.options(),
-            )
-        except WorkflowAlreadyStartedError:
-            pass
-        except ChildWorkflowError as error:
-            workflow.logger.warning("reminder run of rule %s failed: %s", due.rule.rule_id, error)
-
-    def _set(self, status: str, next_action: NextAction) -> None:
-        if status != self._status:
-            self._status = status
-            workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
-        self._next = next_action
-        workflow.set_current_details(next_action.sentence())
-
-    def _end(self, status: str, why: str) -> str:
-        self._status = status
-        workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
-        self._next = ended(status)
-        workflow.set_current_details(f"ended: {why}")
-        return status
+        await run_rule(request)

@@ -19,11 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import (
-    ApplicationError,
-    ChildWorkflowError,
-    WorkflowAlreadyStartedError,
-)
 
 with workflow.unsafe.imports_passed_through():
     from activities.automations import AutomationActivities
@@ -35,19 +30,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.durations import format_duration
     from domain.events import Trigger
-    from domain.next_action import NextAction, ended
-    from workflows import automation_run
-    from workflows.automation_run import AutomationRun
-    from workflows.bookkeeping import BOOKKEEPING, recorded
-    from workflows.bookkeeping import FAILED as BOOKKEEPING_FAILED
-    from workflows.search_attributes import NUDGE_STATUS, at_start
+    from domain.next_action import NextAction
+    from workflows.bookkeeping import BOOKKEEPING
+    from workflows.rule_timers import Progress, read_patiently, run_rule
+    from workflows.search_attributes import at_start
     from workflows.starting import WorkflowStart
 
 KIND = "contact_watch"
 ON_TIME = timedelta(minutes=1)
 """A message that fired within this of its due time fired on time."""
-DATABASE_PAUSE = timedelta(minutes=10)
-"""How long the watch waits before reading again when the database did not answer."""
 TURNS_BEFORE_CONTINUING = 50
 """Timer firings and signals handled before ``continue_as_new`` (each is a few events)."""
 
@@ -88,8 +79,7 @@ class ContactWatch:
     def __init__(self, state: WatchInput) -> None:
         # The input is here before any signal: a signal-with-start's ``contacted`` lands on it.
         self._dirty = False
-        self._status = "watching"
-        self._next = NextAction("reads the contact's rules")
+        self._progress = Progress("watching", NextAction("reads the contact's rules"))
         self._state = state
 
     @workflow.signal
@@ -105,11 +95,11 @@ class ContactWatch:
 
     @workflow.query
     def status(self) -> str:
-        return self._status
+        return self._progress.status
 
     @workflow.query
     def next_action(self) -> NextAction:
-        return self._next
+        return self._progress.next
 
     @workflow.query
     def spell(self) -> WatchInput:
@@ -121,12 +111,16 @@ class ContactWatch:
             self._dirty = False  # before reading: a signal during the read is not lost
             plan = await self._read()
             if not plan.exists:
-                return self._end("contact_deleted", f"contact {state.contact_id} was deleted")
+                return self._progress.end(
+                    "contact_deleted", f"contact {state.contact_id} was deleted"
+                )
             if not plan.rules:
-                return self._end("no_rules", "no no_contact_days rule applies to the contact")
+                return self._progress.end(
+                    "no_rules", "no no_contact_days rule applies to the contact"
+                )
             due = self._next_due(plan.rules)
             if due is None:
-                self._set(
+                self._progress.set(
                     "waiting_for_contact",
                     NextAction(
                         "waits for the contact to write or be written to",
@@ -135,7 +129,7 @@ class ContactWatch:
                 )
                 await workflow.wait_condition(lambda: self._dirty)
                 continue
-            self._set(
+            self._progress.set(
                 "watching",
                 NextAction(
                     f"sends rule {due.rule.rule_id}'s message {due.number}",
@@ -160,30 +154,17 @@ class ContactWatch:
         workflow.continue_as_new(self._state)
 
     async def _read(self) -> WatchPlan:
-        while True:
-            try:
-                plan: WatchPlan = await recorded(
-                    "read the contact's rules and last contact",
-                    workflow.execute_local_activity_method(
-                        AutomationActivities.watch_plan,
-                        self._state.contact_id,
-                        start_to_close_timeout=timedelta(seconds=30),
-                        retry_policy=BOOKKEEPING,
-                    ),
-                )
-                break
-            except ApplicationError as error:
-                if error.type != BOOKKEEPING_FAILED:
-                    raise
-                self._set(
-                    "database_unreachable",
-                    NextAction(
-                        "reads the contact's rules again",
-                        workflow.now() + DATABASE_PAUSE,
-                        error.message,
-                    ),
-                )
-                await workflow.sleep(DATABASE_PAUSE)
+        plan: WatchPlan = await read_patiently(
+            "read the contact's rules and last contact",
+            lambda: workflow.execute_local_activity_method(
+                AutomationActivities.watch_plan,
+                self._state.contact_id,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BOOKKEEPING,
+            ),
+            self._progress,
+            "reads the contact's rules again",
+        )
         if plan.last_contact is not None:
             self._absorb(plan.last_contact)
         return plan
@@ -231,29 +212,4 @@ class ContactWatch:
         # after now when it was overdue (an old spell, a stopped worker): never two at once.
         late = workflow.now() - due.at > ON_TIME
         state.last_fired[str(due.rule.rule_id)] = workflow.now() if late else due.at
-        start = automation_run.start_options(request)
-        try:
-            await workflow.execute_child_workflow(
-                AutomationRun.run,
-                request,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                **start.options(),
-            )
-        except WorkflowAlreadyStartedError:
-            pass  # fired before this run continued as new
-        except ChildWorkflowError as error:
-            workflow.logger.warning("rule %s's run failed: %s", due.rule.rule_id, error)
-
-    def _set(self, status: str, next_action: NextAction) -> None:
-        if status != self._status:
-            self._status = status
-            workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
-        self._next = next_action
-        workflow.set_current_details(next_action.sentence())
-
-    def _end(self, status: str, why: str) -> str:
-        self._status = status
-        workflow.upsert_search_attributes([NUDGE_STATUS.value_set(status)])
-        self._next = ended(status)
-        workflow.set_current_details(f"ended: {why}")
-        return status
+        await run_rule(request)
