@@ -170,7 +170,7 @@ class AutomationActivities:
         self, plan: RunPlan, rule: AutomationRule, contact: ContactView, request: PlanRequest
     ) -> RunPlan:
         assert rule.channel is not None
-        to = address_on(contact, rule.channel)
+        to = contact.address_on(rule.channel)
         if to is None:
             return _skip(f"contact {contact.id} has no {rule.channel.value} address")
         values = template_values(contact, request.event_data)
@@ -266,21 +266,6 @@ def _approved(
     template: MessageTemplate, channel: ChannelName, values: dict[str, str]
 ) -> Template | None:
     return approved_template(template, channel, values)
-
-
-def address_on(contact: ContactView, channel: ChannelName) -> str | None:
-    """Where a message on ``channel`` goes for this contact, or None when it has no address
-    there: its e-mail, its phone (SMS, WhatsApp), a device token, a linked conversation."""
-    if channel == ChannelName.email and contact.email:
-        return contact.email
-    if channel in (ChannelName.sms, *WHATSAPP_CHANNELS) and contact.phone:
-        return contact.phone
-    if channel == ChannelName.push and contact.device_tokens:
-        return contact.device_tokens[0]
-    for link in contact.channels:
-        if link.get("channel") == channel.value and link.get("address"):
-            return str(link["address"])
-    return None
 
 
 def template_values(contact: ContactView, event_data: dict[str, Any]) -> dict[str, str]:

@@ -123,6 +123,7 @@ class DeliveryActivities:
                 message_class=request.message_class.value,
                 contact_id=contact_id,
                 cap=None if refused else self._cap(request, contact_id),
+                template_name=request.template_name,
             )
         except FrequencyCapped as capped:  # a concurrent send took the last place
             return await self._hold(
@@ -162,6 +163,7 @@ class DeliveryActivities:
             not_before=not_before,
             reason=reason,
             contact_id=contact_id,
+            template_name=request.template_name,
         )
         return DeliveryOutcome(
             SendStatus.wait,

@@ -37,6 +37,8 @@ class DeliverRequest:
     """The workflow's clock when it asked (``workflow.now()``): policy windows are judged by
     the same clock the workflow sleeps by, moved on to the attempt's own start when a retry
     runs later. None means the activity's own clock."""
+    template_name: str | None = None
+    """The template the text was rendered from (``/v1/templates``), for analytics."""
 
 
 @dataclass

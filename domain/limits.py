@@ -175,3 +175,33 @@ TOKEN_HASH = 64
 def cut(value: str, limit: int) -> str:
     """At most ``limit`` characters, for provider data we keep but do not control."""
     return value[:limit]
+
+
+# --- credits and scheduled follow-ups ------------------------------------------------------
+CREDIT_KIND = 20
+"""A ledger entry's kind (``grant``, ``reserve``, ``capture``, ``release``, ``adjust``)."""
+CREDIT_REASON = 255
+"""Why credits moved, a sentence a person reads in the ledger."""
+CREDIT_REFERENCE = WORKFLOW_ID
+"""What an entry is for: a scheduled follow-up's workflow id (``scheduled:{id}``) or the
+operator's own reference (an order number)."""
+CREDIT_KEY = 200
+"""The idempotency key an operator gives a grant or an adjustment (stored as ``api:{key}``)."""
+MAX_CREDITS = 1_000_000_000
+"""The most credits one entry moves, well inside a 32-bit column even summed a little."""
+CURRENCY = 3
+"""An ISO 4217 currency code (``INR``, ``EUR``)."""
+TEMPLATE_TYPE = 40
+"""A template's type (``session_followup``, ``check_in``, ``custom``...)."""
+TEMPLATE_TITLE = 120
+"""A template's display name in one locale (the original's ``name`` and ``tamil_name``)."""
+SERVICE_TYPE = 120
+"""A session's service type, a few words of the business's (``career_guidance``)."""
+SERVICE_SESSION_ID = 255
+"""A consultation session's id as the platform that ran it names it."""
+SCHEDULE_STATUS = 20
+"""A scheduled follow-up's status (``pending`` ... ``suppressed``)."""
+DURATION_TEXT = 40
+"""A duration as written (``3d``, ``12h``), kept so it comes back the same way."""
+SETTING_KEY = 64
+"""A stored settings group's name (``followup``)."""

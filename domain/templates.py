@@ -14,12 +14,15 @@ refuses (``MissingVariables``) rather than send a placeholder to a customer.
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from domain import limits, whatsapp
 from domain.channels import WHATSAPP_CHANNELS, ChannelName, Template
+from domain.durations import Duration
+from domain.scheduled_followups import TemplateType
 from domain.text import NAME, TEMPLATE, Slot, pieces, substitute
 
 TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -37,6 +40,8 @@ _STRAY_PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
 LocaleKey = Annotated[str, StringConstraints(max_length=limits.LOCALE)]
 VariantText = Annotated[str, StringConstraints(max_length=limits.TEMPLATE_TEXT)]
 VariableName = Annotated[str, StringConstraints(max_length=limits.KEY_NAME)]
+TitleText = Annotated[str, StringConstraints(max_length=limits.TEMPLATE_TITLE)]
+ServiceType = Annotated[str, StringConstraints(min_length=1, max_length=limits.SERVICE_TYPE)]
 
 
 class ApprovedTemplate(BaseModel):
@@ -75,6 +80,23 @@ class MessageTemplate(BaseModel):
     the first variant written."""
     approved: dict[ChannelName, ApprovedTemplate] = Field(default_factory=dict, max_length=2)
     """``{"whatsapp": {...}, "whatsapp_twilio": {...}}``: what is sent outside the window."""
+    template_type: TemplateType = TemplateType.custom
+    """What the template is for; ``session_followup`` ones are scheduled when a session
+    completes (``POST /v1/sessions/{id}/complete``)."""
+    credits_cost: int | None = Field(default=None, ge=0, le=limits.MAX_CREDITS)
+    """Credits a scheduled follow-up from this template costs; None: the settings'
+    ``default_credits_cost``."""
+    is_active: bool = True
+    """An inactive template is kept but not used for new follow-ups."""
+    description: str | None = Field(default=None, max_length=limits.TEMPLATE_TEXT)
+    titles: dict[LocaleKey, TitleText] = Field(
+        default_factory=dict, max_length=limits.MAX_TEMPLATE_VARIANTS
+    )
+    """Display names per locale (the original's ``name`` and ``tamil_name``)."""
+    service_types: list[ServiceType] = Field(default_factory=list, max_length=limits.MAX_TAGS)
+    """For ``session_followup``: the sessions' service types it follows; empty: all."""
+    send_after: Duration = Field(default=timedelta(days=1), le=timedelta(days=3650))
+    """For ``session_followup``: how long after the session it is sent."""
 
     @model_validator(mode="after")
     def _default_locale(self) -> "MessageTemplate":
@@ -141,8 +163,16 @@ def choose_locale(template: MessageTemplate, locale: str | None) -> str:
     return next(iter(template.variants))
 
 
-def render(template: MessageTemplate, locale: str | None, values: Mapping[str, str]) -> Rendered:
-    """The subject and text for a contact of ``locale``, with every placeholder filled.
+def render(
+    template: MessageTemplate,
+    locale: str | None,
+    values: Mapping[str, str],
+    *,
+    channel: ChannelName | None = None,
+) -> Rendered:
+    """The subject and text for a contact of ``locale``, with every placeholder filled, to
+    be sent on ``channel`` (the template's own when None): its length is held to that
+    channel's, and only an e-mail keeps the subject.
 
     Raises ``MissingVariables`` naming every placeholder without a value: a template never
     leaves with ``{{lead_name}}`` in it. Values not asked for are ignored (a caller may pass
@@ -153,7 +183,14 @@ def render(template: MessageTemplate, locale: str | None, values: Mapping[str, s
     used = choose_locale(template, locale)
     declared = set(template.variables)
     text = pieces(template.variants[used], TEMPLATE, declared)
-    subject = None if template.subject is None else pieces(template.subject, TEMPLATE, declared)
+    channel = channel or template.channel
+    subject = (
+        pieces(template.subject, TEMPLATE, declared)
+        if template.subject is not None and channel == ChannelName.email
+        else None
+    )
+    if channel == ChannelName.email and subject is None:
+        raise TemplateError(f"an e-mail needs a subject; template {template.name!r} has none")
     missing = [
         part.name
         for part in [*text, *(subject or [])]
@@ -169,7 +206,7 @@ def render(template: MessageTemplate, locale: str | None, values: Mapping[str, s
         text=substitute(text, lambda slot: values[slot.name]),
         locale_used=used,
     )
-    if template.channel in WHATSAPP_CHANNELS and len(rendered.text) > whatsapp.TEXT:
+    if channel in WHATSAPP_CHANNELS and len(rendered.text) > whatsapp.TEXT:
         raise RenderedTooLong(
             f"the {used!r} variant has {len(rendered.text)} characters once filled in; "
             f"WhatsApp takes at most {whatsapp.TEXT}"

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from domain.channels import WHATSAPP_CHANNELS, ChannelName
 from domain.policy import OptOutSource
 from domain.status import STATUS_RANK
 from store.db import insert_new, lock_for_writing
@@ -391,6 +392,21 @@ class ContactView:
     tags: list[str] = field(default_factory=list)
     fields: dict[str, Any] = field(default_factory=dict)
     last_contacted_at: datetime | None = None
+
+    def address_on(self, channel: ChannelName) -> str | None:
+        """Where a message on ``channel`` goes for this contact, or None when it has no
+        address there: its e-mail, its phone (SMS, WhatsApp), a device token, a linked
+        conversation. Never another channel's address (no SMS to an e-mail address)."""
+        if channel == ChannelName.email and self.email:
+            return self.email
+        if channel in (ChannelName.sms, *WHATSAPP_CHANNELS) and self.phone:
+            return self.phone
+        if channel == ChannelName.push and self.device_tokens:
+            return self.device_tokens[0]
+        for link in self.channels:
+            if link.get("channel") == channel.value and link.get("address"):
+                return str(link["address"])
+        return None
 
 
 class ContactStore:

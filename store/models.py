@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -12,10 +13,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -134,6 +137,10 @@ class OutboxMessage(Base):
     """While ``held``: when the policy lets it go. Kept once the hold is over, with
     ``held_reason``, so the row says it waited and why."""
     held_reason: Mapped[str | None] = mapped_column(String(limits.HOLD_REASON), nullable=True)
+    template_name: Mapped[str | None] = mapped_column(
+        String(limits.MESSAGE_TEMPLATE_NAME), nullable=True, index=True
+    )
+    """The template the message was written from, when it was: analytics' top templates."""
 
 
 class ApiToken(Base):
@@ -151,6 +158,10 @@ class ApiToken(Base):
     """To the minute at best: recorded at most once a minute per token (not a write per request)."""
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), nullable=True
+    )
+    """A ``contact`` token's contact: the only one whose follow-ups and credits it sees."""
 
 
 class ContactChannel(Base):
@@ -344,6 +355,18 @@ class MessageTemplate(Base):
     default_locale: Mapped[str] = mapped_column(String(limits.LOCALE))
     approved: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """``{"whatsapp": {"name": ..., "language": ..., "parameters": [...]}}``."""
+    template_type: Mapped[str] = mapped_column(
+        String(limits.TEMPLATE_TYPE), default="custom", server_default="custom"
+    )
+    credits_cost: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    titles: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    service_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    send_after: Mapped[str] = mapped_column(
+        String(limits.DURATION_TEXT), default="1d", server_default="1d"
+    )
+    """As written (``3d``), for ``session_followup`` templates."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -413,4 +436,106 @@ class Booking(Base):
     status: Mapped[str] = mapped_column(String(limits.STATUS))
     """``booked``, ``cancelled`` or ``completed``."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class CreditEntry(Base):
+    """One movement of a contact's credits (``domain.credits.EntryKind``). Append-only: the
+    balance is what the entries add up to, and is never stored beside them."""
+
+    __tablename__ = "credit_entries"
+    __table_args__ = (Index("ix_credit_entries_contact", "contact_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(limits.CREDIT_KIND))
+    amount: Mapped[int] = mapped_column(Integer)
+    """Positive, but for an ``adjust`` that takes credits away."""
+    reason: Mapped[str] = mapped_column(String(limits.CREDIT_REASON))
+    reference: Mapped[str | None] = mapped_column(String(limits.CREDIT_REFERENCE), nullable=True)
+    idempotency_key: Mapped[str] = mapped_column(String(limits.IDEMPOTENCY_KEY), unique=True)
+    schedule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("scheduled_followups.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    """The scheduled follow-up it reserves, settles or refunds."""
+    message_key: Mapped[str | None] = mapped_column(
+        String(limits.IDEMPOTENCY_KEY), nullable=True, index=True
+    )
+    """A capture's or refund's message (the outbox row's key): what analytics join on."""
+    unit_price: Mapped[Decimal | None] = mapped_column(Numeric(18, 4), nullable=True)
+    """A capture's price of one credit when it was taken (revenue does not move when the
+    price changes later)."""
+    currency: Mapped[str | None] = mapped_column(String(limits.CURRENCY), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScheduledFollowup(Base):
+    """A follow-up scheduled for one contact at one time, from a template, paid in credits.
+    Its waiting lives in its workflow (``scheduled:{id}``); this row is what the API lists
+    and what the workflow records as it goes."""
+
+    __tablename__ = "scheduled_followups"
+    __table_args__ = (
+        Index("ix_scheduled_followups_contact", "contact_id", "scheduled_at"),
+        Index("ix_scheduled_followups_unstarted", "started_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(limits.IDEMPOTENCY_KEY), nullable=True, unique=True
+    )
+    """``api:{key}`` from a caller, ``session:{session}:{template id}`` from a completed
+    session: a repeated request finds the follow-up it scheduled."""
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("templates.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    template_name: Mapped[str] = mapped_column(String(limits.MESSAGE_TEMPLATE_NAME))
+    """Kept when the template is deleted: the schedule still says what it was."""
+    channel: Mapped[str] = mapped_column(String(limits.CHANNEL))
+    session_id: Mapped[str | None] = mapped_column(
+        String(limits.SERVICE_SESSION_ID), nullable=True, index=True
+    )
+    scheduled_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    status: Mapped[str] = mapped_column(String(limits.SCHEDULE_STATUS), index=True)
+    variables: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    credits_reserved: Mapped[int] = mapped_column(Integer, default=0)
+    credits_charged: Mapped[int] = mapped_column(Integer, default=0)
+    message_key: Mapped[str] = mapped_column(String(limits.IDEMPOTENCY_KEY))
+    """The outbox key its message is sent under (``scheduled:{id}:send``)."""
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """When its workflow was started; None until then (a process that stopped in between
+    leaves it for the next sweep)."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ServiceSession(Base):
+    """A consultation the business held with a contact, as ``POST /v1/sessions/{id}/complete``
+    reported it: what its follow-ups say (``session_date``, ``guidance_summary``) and the
+    mark that they were scheduled once."""
+
+    __tablename__ = "service_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(limits.SERVICE_SESSION_ID), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    service_type: Mapped[str | None] = mapped_column(String(limits.SERVICE_TYPE), nullable=True)
+    completed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    guidance_summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StoredSettings(Base):
+    """A group of settings operators edit through the API (``followup``), as JSON."""
+
+    __tablename__ = "stored_settings"
+
+    key: Mapped[str] = mapped_column(String(limits.SETTING_KEY), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

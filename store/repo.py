@@ -22,6 +22,7 @@ from domain.automation_runs import is_quiet_run
 from domain.status import OutboxStatus
 from store.automations import AutomationStore
 from store.bookings import BookingStore
+from store.credits import CreditStore
 from store.db import make_engine, make_sessionmaker
 from store.delivery import (
     ContactStore,
@@ -35,6 +36,7 @@ from store.events import EventStore
 from store.inbound import InboundStore
 from store.menus import MenuStore
 from store.models import ApiToken, Contact, FollowUp, OutboxMessage, utcnow
+from store.scheduled_followups import ScheduleStore
 from store.templates import TemplateStore
 
 
@@ -178,6 +180,8 @@ class Store(
     TemplateStore,
     AutomationStore,
     BookingStore,
+    CreditStore,
+    ScheduleStore,
 ):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -239,6 +243,7 @@ class Store(
         message_class: str,
         contact_id: int | None = None,
         cap: FrequencyCap | None = None,
+        template_name: str | None = None,
     ) -> OutboxRow:
         """Insert the row as ``pending`` unless it exists; either way return it as stored.
 
@@ -276,7 +281,14 @@ class Store(
                             session.flush()
                         return OutboxRow.of(claimed)
                 row = _new_outbox_row(
-                    key, workflow_id, channel, recipient, contact_id, message_class, body
+                    key,
+                    workflow_id,
+                    channel,
+                    recipient,
+                    contact_id,
+                    message_class,
+                    body,
+                    template_name,
                 )
                 session.add(row)
                 session.flush()
@@ -311,6 +323,7 @@ class Store(
         not_before: datetime,
         reason: str,
         contact_id: int | None = None,
+        template_name: str | None = None,
     ) -> OutboxRow:
         """Record that this send waits until ``not_before`` (quiet hours, the frequency cap):
         a ``held`` row, or the held row brought up to date. A row already claimed is left
@@ -324,7 +337,14 @@ class Store(
                 )
                 if row is None:
                     row = _new_outbox_row(
-                        key, workflow_id, channel, recipient, contact_id, message_class, body
+                        key,
+                        workflow_id,
+                        channel,
+                        recipient,
+                        contact_id,
+                        message_class,
+                        body,
+                        template_name,
                     )
                     row.status, row.not_before, row.held_reason = (
                         OutboxStatus.held,
@@ -579,6 +599,7 @@ def _new_outbox_row(
     contact_id: int | None,
     message_class: str,
     body: str,
+    template_name: str | None = None,
 ) -> OutboxMessage:
     """A row claimed for sending (``pending``); a hold changes its status before adding it."""
     return OutboxMessage(
@@ -591,6 +612,7 @@ def _new_outbox_row(
         body=body,
         status=OutboxStatus.pending,
         attempts=0,
+        template_name=template_name,
     )
 
 

@@ -30,10 +30,12 @@ class StoredTemplate:
     template: MessageTemplate
     created_at: datetime
     updated_at: datetime
+    id: int = 0
 
     @classmethod
     def of(cls, row: TemplateRow) -> StoredTemplate:
         return cls(
+            id=row.id,
             template=MessageTemplate.model_validate(
                 {
                     "name": row.name,
@@ -43,6 +45,13 @@ class StoredTemplate:
                     "variables": row.variables,
                     "default_locale": row.default_locale,
                     "approved": row.approved,
+                    "template_type": row.template_type,
+                    "credits_cost": row.credits_cost,
+                    "is_active": row.is_active,
+                    "description": row.description,
+                    "titles": row.titles or {},
+                    "service_types": row.service_types or [],
+                    "send_after": row.send_after,
                 }
             ),
             created_at=row.created_at,
@@ -58,6 +67,13 @@ def _write(row: TemplateRow, template: MessageTemplate) -> None:
     row.variables = dumped["variables"]
     row.default_locale = dumped["default_locale"]
     row.approved = dumped["approved"]
+    row.template_type = dumped["template_type"]
+    row.credits_cost = dumped["credits_cost"]
+    row.is_active = dumped["is_active"]
+    row.description = dumped["description"]
+    row.titles = dumped["titles"]
+    row.service_types = dumped["service_types"]
+    row.send_after = dumped["send_after"]
 
 
 class TemplateStore:
@@ -94,6 +110,30 @@ class TemplateStore:
         with self.sessions() as session:
             row = session.scalar(select(TemplateRow).where(TemplateRow.name == name))
             return None if row is None else StoredTemplate.of(row)
+
+    def get_template_by_id(self, template_id: int) -> StoredTemplate | None:
+        with self.sessions() as session:
+            row = session.get(TemplateRow, template_id)
+            return None if row is None else StoredTemplate.of(row)
+
+    def session_followup_templates(self, service_type: str | None) -> list[StoredTemplate]:
+        """The active ``session_followup`` templates that follow a session of this service
+        type (those naming no service types follow every session), oldest first."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(TemplateRow)
+                .where(
+                    TemplateRow.template_type == "session_followup",
+                    TemplateRow.is_active.is_(True),
+                )
+                .order_by(TemplateRow.id)
+            )
+            found = [StoredTemplate.of(row) for row in rows]
+        return [
+            stored
+            for stored in found
+            if not stored.template.service_types or service_type in stored.template.service_types
+        ]
 
     def list_templates(self) -> list[StoredTemplate]:
         with self.sessions() as session:
