@@ -22,7 +22,7 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
 
 # The source, path by path (never `COPY . .`: that would bake .env, .venv and .nudge in).
 # Keep this list in step with [tool.setuptools] in pyproject.toml; tests/test_compose.py checks it.
-COPY settings.py cli.py worker.py temporal_client.py payload_codec.py links.py service.py dependencies.py automation_starts.py ./
+COPY settings.py cli.py worker.py temporal_client.py payload_codec.py links.py service.py dependencies.py automation_starts.py followup_schedules.py ./
 COPY domain/ domain/
 COPY workflows/ workflows/
 COPY activities/ activities/

@@ -26,7 +26,7 @@ from settings import Settings, get_settings
 if TYPE_CHECKING:
     import httpx
 
-    from store.repo import Store
+    from store.repo import Store, TokenRecord
 
 app = typer.Typer(
     help="Nudge: customer follow-ups and conversations on Temporal.", no_args_is_help=True
@@ -61,6 +61,7 @@ def _settings() -> Settings:
 class RoleName(StrEnum):
     admin = "admin"
     user = "user"
+    contact = "contact"
 
 
 @db_app.command("upgrade")
@@ -103,7 +104,12 @@ def _expiry(value: str | None) -> timedelta | None:
 
 @token_app.command("create")
 def token_create(
-    role: Annotated[RoleName, typer.Option(help="admin may start and cancel; user may read")],
+    role: Annotated[
+        RoleName,
+        typer.Option(
+            help="admin may start and cancel; user may read; contact sees one contact only"
+        ),
+    ],
     name: Annotated[str, typer.Option(help="a label to recognise the token by")] = "",
     expires: Annotated[
         str | None,
@@ -111,16 +117,32 @@ def token_create(
             help="lifetime, e.g. 30d or 12h; after it the token gets 401", show_default="never"
         ),
     ] = None,
+    contact_id: Annotated[
+        int | None,
+        typer.Option(help="the contact a --role contact token sees (that role only)", min=1),
+    ] = None,
 ) -> None:
     """Print a new token once; only its hash is stored."""
+    from store.events import NoContact
     from store.repo import Role
 
+    if role == RoleName.contact and contact_id is None:
+        raise typer.BadParameter("--role contact needs the contact's id", param_hint="--contact-id")
+    if role != RoleName.contact and contact_id is not None:
+        raise typer.BadParameter(
+            f"only a --role contact token names a contact, not --role {role.value}",
+            param_hint="--contact-id",
+        )
     lifetime = _expiry(expires)
     settings = _settings()
     expires_at = datetime.now(UTC) + lifetime if lifetime is not None else None
     with _token_store(settings) as store:
         try:
-            token = store.create_token(Role(role.value), name, expires_at=expires_at)
+            token = store.create_token(
+                Role(role.value), name, expires_at=expires_at, contact_id=contact_id
+            )
+        except NoContact as exc:
+            raise typer.BadParameter(str(exc), param_hint="--contact-id") from exc
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--name") from exc
     typer.echo(token)
@@ -147,7 +169,7 @@ def token_list() -> None:
             (
                 str(token.id),
                 token.name,
-                token.role.value,
+                _role(token),
                 _when(token.created_at),
                 _when(token.last_used_at),
                 expires,
@@ -159,6 +181,13 @@ def token_list() -> None:
         typer.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def _role(token: TokenRecord) -> str:
+    """``contact:42`` for a contact token (one cell: no column empty on every other row)."""
+    if token.contact_id is None:
+        return token.role.value
+    return f"{token.role.value}:{token.contact_id}"
 
 
 @token_app.command("revoke")

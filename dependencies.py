@@ -59,14 +59,23 @@ async def current_token(
     store: Annotated[Store, Depends(get_store)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenInfo:
+    """Any valid token, a contact's included: a route that takes it decides what the token
+    may see (``visible_contact``)."""
     bearer = credentials is not None and credentials.scheme.lower() == "bearer"
     token = credentials.credentials if credentials is not None and bearer else ""
-    return await verified_token(store, token, "Authorization: Bearer <token> is required")
+    return await verified_token(
+        store, token, "Authorization: Bearer <token> is required", contacts=True
+    )
 
 
-async def verified_token(store: Store, token: str, missing: str) -> TokenInfo:
+async def verified_token(
+    store: Store, token: str, missing: str, *, contacts: bool = False
+) -> TokenInfo:
     """The stored token for ``token``, or 401: ``missing`` says how to give one when none
-    was given. Every way a route accepts a token (header, the codec's cookie) ends here."""
+    was given. Every way a route accepts a token (header, the codec's cookie) ends here.
+
+    A contact token is refused (``staff_only``) unless ``contacts``: a caller written before
+    contact tokens existed, like the codec, stays closed to them without knowing of them."""
     if not token:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, missing, headers={"WWW-Authenticate": "Bearer"}
@@ -78,21 +87,52 @@ async def verified_token(store: Store, token: str, missing: str) -> TokenInfo:
             "unknown, revoked or expired token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return found
+    return found if contacts else staff_only(found)
 
 
-async def admin_token(token: Annotated[TokenInfo, Depends(current_token)]) -> TokenInfo:
+def staff_only(token: TokenInfo) -> TokenInfo:
+    """``token`` when it is the operator's (admin or user); 404 for a contact token, with
+    the body of a path that has no route: a 403 would tell an end user which routes exist,
+    and a route's own 404 which ids do."""
+    if token.role == Role.contact:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not Found")
+    return token
+
+
+async def user_token(token: Annotated[TokenInfo, Depends(current_token)]) -> TokenInfo:
+    return staff_only(token)
+
+
+async def admin_token(token: Annotated[TokenInfo, Depends(user_token)]) -> TokenInfo:
     if token.role != Role.admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin token")
     return token
+
+
+def own_contact_id(token: TokenInfo) -> int | None:
+    """The one contact a contact token may see; None for the operator's tokens, which see
+    every contact."""
+    return token.contact_id if token.role == Role.contact else None
+
+
+def visible_contact(token: TokenInfo, contact_id: int) -> None:
+    """404 when ``token`` may not see contact ``contact_id``, in the words a route uses for
+    a contact that does not exist, so another contact's id cannot be told from a free one."""
+    own = own_contact_id(token)
+    if own is not None and own != contact_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"contact_id: no contact {contact_id}")
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 AutomationsDep = Annotated[AutomationStarter, Depends(get_automations)]
-UserToken = Annotated[TokenInfo, Depends(current_token)]
+AnyToken = Annotated[TokenInfo, Depends(current_token)]
+"""Any valid token, a contact's included: pair it with ``visible_contact``."""
+UserToken = Annotated[TokenInfo, Depends(user_token)]
+"""The operator's tokens (admin or user); a contact token gets 404."""
 AdminToken = Annotated[TokenInfo, Depends(admin_token)]
+"""An admin token; a user token gets 403, a contact token 404."""
 
 
 # --- addresses a request names -----------------------------------------------------------

@@ -13,9 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api import (
+    analytics,
     automations,
     bookings,
     codec,
+    contact_tokens,
     contacts,
     docs,
     events,
@@ -42,6 +44,7 @@ ROUTERS = (
     followups.router,
     messages.router,
     contacts.router,
+    contact_tokens.router,
     events.router,
     automations.router,
     bookings.router,
@@ -55,6 +58,7 @@ ROUTERS = (
     simulate.router,
     codec.router,
     docs.router,
+    analytics.router,
 )
 
 

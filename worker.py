@@ -37,6 +37,7 @@ from activities.delivery import DeliveryActivities
 from activities.followup_config import load_followup_texts
 from activities.helpdesk import HelpdeskActivities
 from activities.menus import MenuActivities
+from activities.scheduled_followups import ScheduledFollowUpActivities
 from activities.writer import WriterActivities
 from domain.channels import ChannelName
 from domain.durations import format_duration
@@ -68,6 +69,7 @@ from workflows.contact_watch import ContactWatch
 from workflows.helpdesk_followup import HelpdeskFollowUp
 from workflows.helpdesk_poll import HelpdeskPoll, PollInput, schedule_id_for
 from workflows.menu_conversation import MenuConversation
+from workflows.scheduled_followup import ScheduledFollowUp
 from workflows.send_message import SendMessage
 
 log = logging.getLogger("nudge.worker")
@@ -80,6 +82,7 @@ WORKFLOWS: Sequence[type] = (
     AutomationRun,
     ContactWatch,
     BookingReminder,
+    ScheduledFollowUp,
 )
 MAX_CONCURRENT_ACTIVITIES = 200
 RETIRED_MODEL_PREFIXES = ("gemini-1.0", "gemini-1.5", "gemini-pro")
@@ -283,11 +286,13 @@ class Activities:
     delivery: DeliveryActivities
     menus: MenuActivities
     automations: AutomationActivities
+    scheduled: ScheduledFollowUpActivities
 
     def all(self) -> list[Callable[..., Any]]:
         return [
             *self.menus.all(),
             *self.automations.all(),
+            *self.scheduled.all(),
             self.writer.write_message,
             self.delivery.deliver,
             self.delivery.check_contact_policy,
@@ -330,6 +335,7 @@ async def build_activities(settings: Settings, store: Store) -> AsyncIterator[Ac
             ),
             menus=MenuActivities(store),
             automations=AutomationActivities(store, webhooks),
+            scheduled=ScheduledFollowUpActivities(store),
         )
     finally:
         await webhooks.aclose()

@@ -8,15 +8,17 @@ original system's keys and defaults, so its admin screen reads and writes them u
 # No ``from __future__ import annotations``: the payloads cross the workflow boundary and
 # pydantic resolves their annotations inside the workflow sandbox.
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain import limits
-from domain.channels import ChannelName, MessageClass
+from domain.channels import ChannelName, MessageClass, Template
 
 KIND = "scheduled_followup"
 """``NudgeKind`` of a ``ScheduledFollowUp`` run."""
@@ -104,6 +106,42 @@ def message_class_of(template_type: TemplateType) -> MessageClass:
     )
 
 
+def followup_values(
+    *,
+    user_name: str | None,
+    user_email: str | None,
+    timezone: str | None = None,
+    session_completed_at: datetime | None = None,
+    service_type: str | None = None,
+    guidance_summary: str | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """What a follow-up template may say: the user (``user_name``, ``user_email``), their
+    session (``session_date`` in the user's own zone, ``service_type``,
+    ``guidance_summary``), then the caller's ``variables``, which win. What is not known is
+    left out, so rendering names it as missing rather than sending an empty greeting."""
+    values: dict[str, str] = {}
+    if user_name:
+        values["user_name"] = user_name
+    if user_email:
+        values["user_email"] = user_email
+    if session_completed_at is not None:
+        values["session_date"] = _local(session_completed_at, timezone).date().isoformat()
+    if service_type:
+        values["service_type"] = service_type
+    if guidance_summary:
+        values["guidance_summary"] = guidance_summary
+    values.update(variables or {})
+    return values
+
+
+def _local(moment: datetime, timezone: str | None) -> datetime:
+    try:
+        return moment.astimezone(ZoneInfo(timezone)) if timezone else moment
+    except (ZoneInfoNotFoundError, ValueError):
+        return moment
+
+
 def limit_refusal(
     settings: FollowupSettings,
     *,
@@ -161,6 +199,8 @@ class PreparedMessage:
     message_class: MessageClass = MessageClass.transactional
     template_name: str = ""
     locale: str = ""
+    approved: Template | None = None
+    """The provider-approved template saying the same, for outside WhatsApp's window."""
     reason: str = ""
 
 

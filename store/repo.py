@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from domain import limits
 from domain.automation_runs import is_quiet_run
 from domain.status import OutboxStatus
+from store.analytics import AnalyticsStore
 from store.automations import AutomationStore
 from store.bookings import BookingStore
 from store.credits import CreditStore
@@ -32,7 +33,7 @@ from store.delivery import (
     lock_contact,
     marketing_times,
 )
-from store.events import EventStore
+from store.events import EventStore, NoContact
 from store.inbound import InboundStore
 from store.menus import MenuStore
 from store.models import ApiToken, Contact, FollowUp, OutboxMessage, utcnow
@@ -43,6 +44,9 @@ from store.templates import TemplateStore
 class Role(StrEnum):
     admin = "admin"
     user = "user"
+    contact = "contact"
+    """One contact's own token, which a platform embedding Nudge hands to its end user: it
+    sees that contact only, and none of the operator's routes."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ class TokenInfo:
     id: int
     name: str
     role: Role
+    contact_id: int | None = None
+    """Set for a ``contact`` token only: the one contact it may see."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,7 @@ class TokenRecord:
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    contact_id: int | None = None
 
     @classmethod
     def of(cls, row: ApiToken) -> TokenRecord:
@@ -154,6 +161,7 @@ class TokenRecord:
             last_used_at=row.last_used_at,
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
+            contact_id=row.contact_id,
         )
 
     def active(self, now: datetime) -> bool:
@@ -182,6 +190,7 @@ class Store(
     BookingStore,
     CreditStore,
     ScheduleStore,
+    AnalyticsStore,
 ):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -530,20 +539,53 @@ class Store(
     # --- API tokens -----------------------------------------------------------------
 
     def create_token(
-        self, role: Role, name: str = "", *, expires_at: datetime | None = None
+        self,
+        role: Role,
+        name: str = "",
+        *,
+        expires_at: datetime | None = None,
+        contact_id: int | None = None,
     ) -> str:
         """The token itself, which exists only in the caller's hands: the table keeps its hash."""
+        _, token = self.issue_token(role, name, expires_at=expires_at, contact_id=contact_id)
+        return token
+
+    def issue_token(
+        self,
+        role: Role,
+        name: str = "",
+        *,
+        expires_at: datetime | None = None,
+        contact_id: int | None = None,
+    ) -> tuple[TokenRecord, str]:
+        """``create_token`` with the stored record beside the token, for a caller that must
+        say which token it made (its id) without ever reading the secret back.
+
+        A ``contact`` token names an existing contact (``NoContact`` otherwise); any other
+        role names none (``ValueError``), so no admin token is ever scoped by mistake."""
         name = name or f"{role.value} token"
         if len(name) > TOKEN_NAME_MAX:
             raise ValueError(f"name: at most {TOKEN_NAME_MAX} characters, not {len(name)}")
         if expires_at is not None and expires_at.tzinfo is None:
             raise ValueError("expires_at: give a time zone (UTC)")
+        if role == Role.contact and contact_id is None:
+            raise ValueError("contact_id: a contact token names its contact")
+        if role != Role.contact and contact_id is not None:
+            raise ValueError(f"contact_id: only a contact token names a contact, not {role.value}")
         token = "ndg_" + secrets.token_urlsafe(32)
         with self.sessions.begin() as session:
-            session.add(
-                ApiToken(name=name, role=role, token_hash=hash_token(token), expires_at=expires_at)
+            if contact_id is not None and session.get(Contact, contact_id) is None:
+                raise NoContact(contact_id)
+            row = ApiToken(
+                name=name,
+                role=role,
+                token_hash=hash_token(token),
+                expires_at=expires_at,
+                contact_id=contact_id,
             )
-        return token
+            session.add(row)
+            session.flush()
+            return TokenRecord.of(row), token
 
     def verify_token(self, token: str, *, now: datetime | None = None) -> TokenInfo | None:
         """The token's holder, or None for an unknown, revoked or expired token.
@@ -571,7 +613,7 @@ class Store(
                     )
                     .values(last_used_at=now)
                 )
-        return TokenInfo(id=row.id, name=row.name, role=Role(row.role))
+        return TokenInfo(id=row.id, name=row.name, role=Role(row.role), contact_id=row.contact_id)
 
     def list_tokens(self) -> list[TokenRecord]:
         with self.sessions() as session:
