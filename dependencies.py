@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from automation_starts import AutomationStarter
 from domain.addresses import AddressError, parse_address
+from followup_schedules import FollowupScheduler
 from settings import Settings
 from store.repo import Role, Store, TokenInfo
 from temporal_client import TemporalConnector
@@ -48,6 +49,11 @@ async def get_temporal(request: Request) -> Client:
             "Temporal is not reachable; nothing was started. Try again shortly.",
             headers={"Retry-After": "5"},
         ) from exc
+
+
+async def get_scheduler(request: Request) -> FollowupScheduler:
+    scheduler: FollowupScheduler = request.app.state.scheduler
+    return scheduler
 
 
 async def get_automations(request: Request) -> AutomationStarter:
@@ -127,6 +133,7 @@ StoreDep = Annotated[Store, Depends(get_store)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 AutomationsDep = Annotated[AutomationStarter, Depends(get_automations)]
+SchedulerDep = Annotated[FollowupScheduler, Depends(get_scheduler)]
 AnyToken = Annotated[TokenInfo, Depends(current_token)]
 """Any valid token, a contact's included: pair it with ``visible_contact``."""
 UserToken = Annotated[TokenInfo, Depends(user_token)]

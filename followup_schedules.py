@@ -41,7 +41,13 @@ from store.credits import NoSuchContact
 from store.delivery import ContactView
 from store.events import EventView
 from store.repo import Store
-from store.scheduled_followups import LimitExceeded, NewSchedule, ScheduleView, SessionView
+from store.scheduled_followups import (
+    LimitExceeded,
+    NewSchedule,
+    ScheduleFilter,
+    ScheduleView,
+    SessionView,
+)
 from store.templates import StoredTemplate
 from workflows import scheduled_followup
 from workflows.scheduled_followup import ScheduledFollowUp
@@ -292,8 +298,8 @@ class FollowupScheduler:
     ) -> SessionResult:
         """Keep the session once, raise ``session_completed`` for automation rules, and
         schedule the active ``session_followup`` templates for its service type (when
-        ``auto_followup_enabled``) at their ``send_after``. Each schedule is keyed by
-        session and template: a repeat schedules nothing more."""
+        ``auto_followup_enabled``) at their ``send_after``. A repeat schedules nothing more:
+        it answers the session's follow-ups as they are."""
         now = now or datetime.now(UTC)
         session, created = await asyncio.to_thread(
             lambda: self.store.record_session(
@@ -304,8 +310,12 @@ class FollowupScheduler:
                 guidance_summary=guidance_summary,
             )
         )
-        if created:
-            await self._raise_completed(session)
+        if not created:
+            earlier = await asyncio.to_thread(
+                lambda: self.store.list_schedules(ScheduleFilter(session_id=session.session_id))
+            )
+            return SessionResult(session, created, earlier, [])
+        await self._raise_completed(session)
         settings = await asyncio.to_thread(self.store.followup_settings)
         scheduled: list[ScheduleView] = []
         skipped: list[tuple[str, str]] = []

@@ -19,12 +19,16 @@ from api import (
     codec,
     contact_tokens,
     contacts,
+    credits,
     docs,
     events,
+    followup_settings,
     followups,
     menu_conversations,
     menus,
     messages,
+    scheduled_followups,
+    sessions,
     suppressions,
     templates,
 )
@@ -32,6 +36,7 @@ from api.body_limit import BodyLimit
 from api.nul_characters import refuse_nul_characters
 from api.validation_errors import validation_error
 from automation_starts import AutomationStarter
+from followup_schedules import FollowupScheduler
 from settings import Settings
 from starter import simulate, twilio, unsubscribe, whatsapp
 from starter.menu_routing import MenuRouter
@@ -48,6 +53,10 @@ ROUTERS = (
     events.router,
     automations.router,
     bookings.router,
+    scheduled_followups.router,
+    credits.router,
+    followup_settings.router,
+    sessions.router,
     suppressions.router,
     menus.router,
     templates.router,
@@ -70,9 +79,11 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sweep = asyncio.create_task(app.state.menu_router.sweep_forever())
         dispatch = asyncio.create_task(app.state.automations.sweep_forever())
+        starts = asyncio.create_task(app.state.scheduler.sweep_forever())
         yield
         sweep.cancel()
         dispatch.cancel()
+        starts.cancel()
         await app.state.automations.drain()
         await app.state.menu_router.drain()
         if own_store:
@@ -96,6 +107,12 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.menu_router = MenuRouter(settings, the_store, app.state.temporal.get)
     app.state.automations = AutomationStarter(
         the_store, app.state.temporal.get, settings.temporal.task_queue
+    )
+    app.state.scheduler = FollowupScheduler(
+        the_store,
+        app.state.temporal.get,
+        settings.temporal.task_queue,
+        dispatch=app.state.automations.dispatch,
     )
 
     @app.get("/healthz", tags=["health"])

@@ -38,6 +38,8 @@ class TemplateReplace(MessageTemplate):
 
 
 class TemplateOut(MessageTemplate):
+    id: int
+    """What ``template_id`` names (``POST /v1/scheduled-followups``)."""
     created_at: datetime
     updated_at: datetime
 
@@ -118,6 +120,16 @@ async def replace_template(
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_template(name: str, _: AdminToken, store: StoreDep) -> None:
+    """409 while scheduled follow-ups of the template wait to be sent: cancel them first,
+    or make the template inactive (``is_active: false``) to stop new ones."""
+    stored = await _stored(store, name)
+    waiting = await asyncio.to_thread(store.open_schedules_for_template, stored.id)
+    if waiting:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"name: {waiting} scheduled follow-up(s) of {name!r} are still to be sent; cancel "
+            "them or set is_active to false",
+        )
     if not await asyncio.to_thread(store.delete_template, name):
         raise _not_found(name)
 
@@ -151,7 +163,10 @@ async def _stored(store: Store, name: str) -> StoredTemplate:
 
 def _out(stored: StoredTemplate) -> TemplateOut:
     return TemplateOut(
-        **stored.template.model_dump(), created_at=stored.created_at, updated_at=stored.updated_at
+        **stored.template.model_dump(),
+        id=stored.id,
+        created_at=stored.created_at,
+        updated_at=stored.updated_at,
     )
 
 

@@ -63,15 +63,17 @@ class EntryView:
 
 def ledger_balance(session: Session, contact_id: int) -> Balance:
     """The contact's balance, added up from its entries in this transaction."""
-    refund = (CreditEntry.kind == EntryKind.adjust) & CreditEntry.schedule_id.is_not(None)
+    # A refund is an ``adjust`` that names its follow-up; grouped by the one expression
+    # (PostgreSQL wants the very same one in SELECT and GROUP BY).
+    refund = case((CreditEntry.schedule_id.is_(None), 0), else_=1).label("refund")
     rows = session.execute(
-        select(CreditEntry.kind, case((refund, True), else_=False), func.sum(CreditEntry.amount))
+        select(CreditEntry.kind, refund, func.sum(CreditEntry.amount))
         .where(CreditEntry.contact_id == contact_id)
-        .group_by(CreditEntry.kind, case((refund, True), else_=False))
+        .group_by(CreditEntry.kind, refund)
     )
     return balance_of(
-        Movement(EntryKind(kind), int(total or 0), bool(is_refund))
-        for kind, is_refund, total in rows
+        Movement(EntryKind(kind), int(total or 0), kind == EntryKind.adjust and bool(named))
+        for kind, named, total in rows
     )
 
 

@@ -33,6 +33,7 @@ from store.db import insert_new
 from store.delivery import lock_contact
 from store.models import (
     Contact,
+    ContactChannel,
     CreditEntry,
     DeliveryEvent,
     OutboxMessage,
@@ -440,7 +441,7 @@ class ScheduleStore:
                     select(DeliveryEvent.status, func.min(DeliveryEvent.occurred_at))
                     .where(DeliveryEvent.provider_message_id == outbox.provider_message_id)
                     .group_by(DeliveryEvent.status)
-                ).tuples()
+                ).all()
             )
             read_at = times.get(OutboxStatus.read.value)
             delivered_at = times.get(OutboxStatus.delivered.value) or read_at
@@ -473,6 +474,34 @@ class ScheduleStore:
             session.flush()
             return _seen(row)
 
+    def contact_by_email(self, email: str) -> int | None:
+        """The contact known by this e-mail address (the original system's users are known
+        by theirs), or None: never created here, a follow-up needs credits first."""
+        with self.sessions() as session:
+            found = session.scalar(
+                select(Contact.id).where(Contact.email == email).order_by(Contact.id).limit(1)
+            )
+            if found is None:
+                found = session.scalar(
+                    select(ContactChannel.contact_id).where(
+                        ContactChannel.channel == "email", ContactChannel.address == email
+                    )
+                )
+            return found
+
+    def open_schedules_for_template(self, template_id: int) -> int:
+        """Follow-ups of this template still to be sent: the template may not go meanwhile."""
+        with self.sessions() as session:
+            return int(
+                session.scalar(
+                    select(func.count()).where(
+                        ScheduledFollowup.template_id == template_id,
+                        ScheduledFollowup.status.in_(["pending", "sending"]),
+                    )
+                )
+                or 0
+            )
+
     def _contact_of(self, schedule_id: int) -> int | None:
         """Read before a transaction that locks the contact (the lock comes first in it)."""
         with self.sessions() as session:
@@ -493,8 +522,9 @@ class ScheduleStore:
     ) -> tuple[SessionView, bool]:
         """Keep a completed session once: a repeat returns the first and False."""
         with self.sessions.begin() as session:
-            session.connection().execute(
-                insert_new(session, ServiceSession, ["session_id"]).values(
+            inserted = session.connection().scalar(
+                insert_new(session, ServiceSession, ["session_id"])
+                .values(
                     session_id=session_id,
                     contact_id=contact_id,
                     service_type=service_type,
@@ -502,16 +532,11 @@ class ScheduleStore:
                     guidance_summary=guidance_summary,
                     created_at=utcnow(),
                 )
+                .returning(ServiceSession.session_id)
             )
             row = session.get(ServiceSession, session_id, populate_existing=True)
             assert row is not None
-            created = (
-                row.contact_id == contact_id
-                and row.completed_at == completed_at
-                and row.service_type == service_type
-                and row.guidance_summary == guidance_summary
-            )
-            return SessionView.of(row), created
+            return SessionView.of(row), inserted is not None
 
     def get_session(self, session_id: str) -> SessionView | None:
         with self.sessions() as session:
