@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -33,6 +33,7 @@ from domain.scheduled_followups import (
     Reschedule,
     ScheduledFollowUpInput,
     ScheduleStatus,
+    SettleRequest,
     followup_values,
     workflow_id_for,
 )
@@ -59,6 +60,14 @@ EventDispatch = Callable[[EventView], Awaitable[bool]]
 SWEEP_EVERY = timedelta(seconds=5)
 SWEEP_GRACE = timedelta(seconds=10)
 """A schedule younger than this is left to the request that stored it."""
+STRANDED_EVERY = timedelta(minutes=5)
+STRANDED_AFTER = timedelta(minutes=30)
+"""A follow-up still pending or sending this long after its time is asked about: its
+workflow may have been terminated (the Web UI's Terminate runs no clean-up), which would
+leave its credits reserved."""
+UPDATE_PATIENCE = timedelta(seconds=15)
+"""How long moving or cancelling waits for a worker to take the change: no worker running
+is an answer (504) rather than a request that hangs."""
 
 
 class Refused(Exception):
@@ -217,13 +226,50 @@ class FollowupScheduler:
         await asyncio.to_thread(self.store.mark_started, view.id)
 
     async def sweep_forever(self) -> None:
-        """Start the schedules a stopped process stored without starting them."""
+        """Start the schedules a stopped process stored without starting them; now and
+        then, settle those whose workflow was terminated."""
+        last_stranded = datetime.min.replace(tzinfo=UTC)
         while True:
             await asyncio.sleep(SWEEP_EVERY.total_seconds())
             try:
                 await self.sweep()
+                if datetime.now(UTC) - last_stranded >= STRANDED_EVERY:
+                    last_stranded = datetime.now(UTC)
+                    await self.settle_stranded()
             except Exception as exc:  # logged; the next pass tries again
                 log.warning("scheduled follow-ups sweep: %s", exc)
+
+    async def settle_stranded(self, *, now: datetime | None = None) -> int:
+        """Settle the follow-ups whose workflow ended without settling (terminated, or
+        timed out): by the outbox, as the workflow would have. Returns how many."""
+        now = now or datetime.now(UTC)
+        views = await asyncio.to_thread(self.store.overdue_schedules, now - STRANDED_AFTER)
+        client = await self.client() if views else None
+        settled = 0
+        for view in views:
+            assert client is not None
+            try:
+                described = await client.get_workflow_handle(view.workflow_id).describe()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                described = None
+            if described is not None and described.status == WorkflowExecutionStatus.RUNNING:
+                continue
+            ended = "its workflow ended without settling (terminated?)"
+            await asyncio.to_thread(
+                self.store.settle_schedule,
+                SettleRequest(
+                    schedule_id=view.id,
+                    workflow_id=view.workflow_id,
+                    message_key=view.message_key,
+                    ending=ScheduleStatus.failed,
+                    reason=ended,
+                ),
+            )
+            log.warning("follow-up %s settled by the sweep: %s", view.id, ended)
+            settled += 1
+        return settled
 
     async def sweep(self) -> int:
         before = datetime.now(UTC) - SWEEP_GRACE
@@ -248,9 +294,14 @@ class FollowupScheduler:
             raise Refused(409, refusal)
         handle = (await self.client()).get_workflow_handle(view.workflow_id)
         try:
-            await handle.execute_update(
-                ScheduledFollowUp.reschedule, Reschedule(max(scheduled_at, now))
+            await asyncio.wait_for(
+                handle.execute_update(
+                    ScheduledFollowUp.reschedule, Reschedule(max(scheduled_at, now))
+                ),
+                UPDATE_PATIENCE.total_seconds(),
             )
+        except TimeoutError:
+            raise _no_worker() from None
         except WorkflowUpdateFailedError as exc:
             raise Refused(409, _update_refusal(exc)) from None
         except RPCError as exc:
@@ -263,7 +314,12 @@ class FollowupScheduler:
             await self.start(view)
         handle = (await self.client()).get_workflow_handle(view.workflow_id)
         try:
-            await handle.execute_update(ScheduledFollowUp.cancel, reason)
+            await asyncio.wait_for(
+                handle.execute_update(ScheduledFollowUp.cancel, reason),
+                UPDATE_PATIENCE.total_seconds(),
+            )
+        except TimeoutError:
+            raise _no_worker() from None
         except WorkflowUpdateFailedError as exc:
             raise Refused(409, _update_refusal(exc)) from None
         except RPCError as exc:
@@ -391,6 +447,14 @@ def check_render(
 def _update_refusal(error: WorkflowUpdateFailedError) -> str:
     cause = error.cause
     return getattr(cause, "message", None) or str(cause or error)
+
+
+def _no_worker() -> Refused:
+    return Refused(
+        504,
+        f"no worker took the change within {UPDATE_PATIENCE.seconds} s; it applies when one "
+        "does, unless the follow-up is sent first",
+    )
 
 
 def _gone(error: RPCError) -> Refused:

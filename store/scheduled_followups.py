@@ -315,6 +315,24 @@ class ScheduleStore:
             )
             return [ScheduleView.of(row) for row in rows]
 
+    def overdue_schedules(self, due_before: datetime, limit: int = 100) -> list[ScheduleView]:
+        """Started schedules still pending or sending long after their time: those whose
+        workflow may have been terminated (a run ends in its workflow, never here)."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(ScheduledFollowup)
+                .where(
+                    ScheduledFollowup.status.in_(
+                        [ScheduleStatus.pending.value, ScheduleStatus.sending.value]
+                    ),
+                    ScheduledFollowup.started_at.is_not(None),
+                    ScheduledFollowup.scheduled_at < due_before,
+                )
+                .order_by(ScheduledFollowup.scheduled_at)
+                .limit(limit)
+            )
+            return [ScheduleView.of(row) for row in rows]
+
     def mark_started(self, schedule_id: int, *, at: datetime | None = None) -> None:
         with self.sessions.begin() as session:
             session.execute(

@@ -22,6 +22,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from automation_starts import AutomationStarter
+from domain.credits import EntryKind
+from domain.templates import MessageTemplate
+from followup_schedules import FollowupScheduler, ScheduleRequest
 from domain.automation_runs import workflow_id_for
 from domain.automations import AutomationRule
 from domain.channels import ChannelName
@@ -73,6 +76,8 @@ async def main(prefix: str) -> None:
     store = Store.from_url(url)
     if prefix == "automations":
         await record_automations(env, store, url)
+    elif prefix == "scheduled_followup":
+        await record_scheduled(env, store, url)
     elif prefix.startswith("send_message"):
         await record_send_messages(env, store, url, prefix)
     elif prefix.startswith("helpdesk_poll"):
@@ -260,6 +265,64 @@ async def record_automations(env: WorkflowEnvironment, store: Store, url: str) -
             env.client, booking_reminder.workflow_id_for(other.id), "booking_reminder_cancelled"
         )
     await starter.drain()
+
+
+async def record_scheduled(env: WorkflowEnvironment, store: Store, url: str) -> None:
+    """``ScheduledFollowUp``: an SMS moved once, sent and then reported delivered and read
+    (captured); one cancelled while it waited (released)."""
+    twilio = FakeTwilio()
+    with serve(twilio.app) as twilio_server:
+        settings = Settings(
+            _env_file=None,
+            database_url=url,
+            secret_key="record-histories-key-of-32-characters",
+            temporal={"task_queue": "record"},
+            policy=PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00"),
+            twilio=TwilioSettings(
+                account_sid=twilio.account_sid,
+                auth_token=twilio.auth_token,
+                sms_from="+15550001111",
+                base_url=twilio_server.url,
+            ),
+        )
+
+        async def client() -> Client:
+            return env.client
+
+        scheduler = FollowupScheduler(store, client, "record")
+        store.create_template(
+            MessageTemplate.model_validate(
+                {"name": "checkin", "channel": "sms", "variables": ["user_name"],
+                 "variants": {"en": "Hi {{user_name}}", "ta": "வணக்கம் {{user_name}}"}}
+            )
+        )  # fmt: skip
+        contact = store.create_lead(NewLead(name="Meena", phone="+15551230001", locale="ta"))
+        store.add_credits(contact.id, EntryKind.grant, 20, reason="bought", key="record")
+        async with nudge_worker(env.client, settings, store):
+            now = await env.get_current_time()
+            sent, _ = await scheduler.schedule(
+                ScheduleRequest(contact.id, "checkin", scheduled_at=now + timedelta(days=1)),
+                now=now,
+            )
+            cancelled, _ = await scheduler.schedule(
+                ScheduleRequest(contact.id, "checkin", scheduled_at=now + timedelta(days=3)),
+                now=now,
+            )
+            await scheduler.reschedule(sent.id, now + timedelta(days=2), now=now)
+            await scheduler.cancel(cancelled.id)
+            await env.sleep(timedelta(days=2, hours=1))
+            await eventually(lambda: len(store.list_outbox()) == 1, within=60)
+            [row] = store.list_outbox()
+            assert row.provider_message_id is not None
+            handle = env.client.get_workflow_handle(sent.workflow_id)
+            for status in ("delivered", "read"):
+                store.record_status(
+                    "twilio", row.provider_message_id, status, occurred_at=datetime.now(UTC)
+                )
+                await handle.signal("delivery_status", DeliveryStatus(row.idempotency_key, status))
+            await handle.result()
+            await save(env.client, sent.workflow_id, "scheduled_followup_read")
+            await save(env.client, cancelled.workflow_id, "scheduled_followup_cancelled")
 
 
 def _first(store: Store, contact_id: int) -> int:

@@ -50,6 +50,9 @@ RECORDED = {
     "contact_watch_fired",
     "booking_reminder_started",
     "booking_reminder_cancelled",
+    # Scheduled follow-ups: moved, sent, then delivered and read; cancelled while waiting
+    "scheduled_followup_read",
+    "scheduled_followup_cancelled",
 }
 HISTORIES = sorted(HERE.glob("*.json"))
 
@@ -66,6 +69,7 @@ PREFIXES = {
     "AutomationRun": "automation_run_",
     "ContactWatch": "contact_watch_",
     "BookingReminder": "booking_reminder_",
+    "ScheduledFollowUp": "scheduled_followup_",
 }
 
 

@@ -238,3 +238,17 @@ def _all() -> Any:
     from store.scheduled_followups import ScheduleFilter
 
     return ScheduleFilter()
+
+
+async def test_a_terminated_run_is_settled_by_the_sweep(rig: Rig, worker: None) -> None:
+    contact = rig.contact()
+    view = await rig.schedule(contact, timedelta(days=1), variables={"service_type": "tarot"})
+    await rig.env.client.get_workflow_handle(view.workflow_id).terminate("by an operator")
+    assert rig.store.credit_balance(contact).balance == 15, "Terminate runs no clean-up"
+    now = await rig.now()
+    assert await rig.scheduler.settle_stranded(now=now) == 0, "not overdue yet"
+    assert await rig.scheduler.settle_stranded(now=now + timedelta(days=2)) == 1
+    settled = rig.view(view.id)
+    assert settled.status == ScheduleStatus.failed and "terminated" in (settled.failure_reason or "")
+    assert rig.store.credit_balance(contact).balance == 20
+    assert await rig.scheduler.settle_stranded(now=now + timedelta(days=2)) == 0
