@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/menus.py
 	$(BIN)/python bench/menu_checks.py
 	$(BIN)/python bench/automations.py
+	$(BIN)/python bench/credits.py
 
 clean:
 	rm -rf $(VENV) .nudge .mypy_cache .pytest_cache .ruff_cache

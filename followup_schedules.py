@@ -158,6 +158,14 @@ class FollowupScheduler:
                 ("channel",),
             )
         session = self.store.get_session(request.session_id) if request.session_id else None
+        if session is not None and session.contact_id != contact.id:
+            # Its summary would be written into this contact's message, and this contact's
+            # follow-ups would count against that session's limit.
+            raise Refused(
+                409,
+                f"session_id: session {session.session_id[:80]!r} was reported for another contact",
+                ("session_id",),
+            )
         scheduled_at = request.scheduled_at or now + template.send_after
         if scheduled_at < now - PAST_GRACE:
             raise Refused(422, "scheduled_at is in the past", ("scheduled_at",))

@@ -44,8 +44,9 @@ class ScheduledFollowUpActivities:
     @activity.defn
     async def prepare_followup(self, schedule_id: int) -> PreparedMessage:
         """The message as it goes now: the template as it is now, in the contact's locale,
-        to the contact's address on the follow-up's channel; or why it cannot go."""
-        schedule = await db(self.store.get_schedule, schedule_id)
+        to the contact's address on the follow-up's channel; or why it cannot go. The
+        follow-up is ``sending`` from here on (moving or cancelling it is refused)."""
+        schedule = await db(self.store.begin_sending, schedule_id)
         if schedule is None:
             return PreparedMessage(reason=f"follow-up {schedule_id} is not in the database")
         return await db(self._prepare, schedule)

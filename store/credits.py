@@ -27,6 +27,13 @@ FOLLOWUP_SETTINGS = "followup"
 OPERATOR_KEY_PREFIX = "api:"
 
 
+def operator_key(contact_id: int, key: str) -> str:
+    """An operator's idempotency key as stored: one contact's, so the same key given for
+    another contact (a platform's "welcome-gift" for each new user) is a new grant, not a
+    repeat that answers with the first contact's entry."""
+    return f"{OPERATOR_KEY_PREFIX}{contact_id}:{key}"
+
+
 class NoSuchContact(Exception):
     def __init__(self, contact_id: int) -> None:
         super().__init__(f"no contact {contact_id}")
@@ -55,7 +62,7 @@ class EntryView:
             amount=row.amount,
             reason=row.reason,
             reference=row.reference,
-            idempotency_key=key.removeprefix(OPERATOR_KEY_PREFIX),
+            idempotency_key=key.removeprefix(operator_key(row.contact_id, "")),
             schedule_id=row.schedule_id,
             created_at=row.created_at,
         )
@@ -169,7 +176,7 @@ class CreditStore:
         Raises ``NoSuchContact``, or ``InsufficientCredits`` for an adjustment below zero."""
         if kind not in (EntryKind.grant, EntryKind.adjust):
             raise ValueError(f"{kind} entries are the follow-ups' own")
-        stored_key = OPERATOR_KEY_PREFIX + key
+        stored_key = operator_key(contact_id, key)
         with self.sessions.begin() as session:
             lock_contact(session, contact_id)
             if session.get(Contact, contact_id) is None:

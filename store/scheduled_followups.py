@@ -341,6 +341,21 @@ class ScheduleStore:
                 .values(started_at=at or utcnow())
             )
 
+    def begin_sending(self, schedule_id: int) -> ScheduleView | None:
+        """Its time came: ``pending`` becomes ``sending`` (and stays whatever else it is),
+        and the schedule is read as it is now, in one transaction."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(ScheduledFollowup)
+                .where(
+                    ScheduledFollowup.id == schedule_id,
+                    ScheduledFollowup.status == ScheduleStatus.pending.value,
+                )
+                .values(status=ScheduleStatus.sending.value, updated_at=utcnow())
+            )
+            row = session.get(ScheduledFollowup, schedule_id)
+            return None if row is None else ScheduleView.of(row)
+
     def record_schedule(self, change: ScheduleUpdate) -> ScheduleView | None:
         """The workflow's word on where the follow-up is: its status (never back from a
         final one), a new time, a failure's reason."""

@@ -22,13 +22,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from automation_starts import AutomationStarter
-from domain.credits import EntryKind
-from domain.templates import MessageTemplate
-from followup_schedules import FollowupScheduler, ScheduleRequest
 from domain.automation_runs import workflow_id_for
 from domain.automations import AutomationRule
 from domain.channels import ChannelName
+from domain.credits import EntryKind
 from domain.delivery import DeliverRequest, DeliveryStatus
+from domain.templates import MessageTemplate
+from followup_schedules import FollowupScheduler, ScheduleRequest
 from settings import PolicySettings, Settings, TwilioSettings
 from store.bookings import NewBooking
 from store.db import upgrade

@@ -45,7 +45,9 @@ class Rig:
     def contact(self, **fields: Any) -> int:
         lead = NewLead(**({"name": "Meena", "email": "meena@example.com"} | fields))
         contact = self.store.create_lead(lead)
-        self.store.add_credits(contact.id, EntryKind.grant, 20, reason="bought", key=f"g{contact.id}")
+        self.store.add_credits(
+            contact.id, EntryKind.grant, 20, reason="bought", key=f"g{contact.id}"
+        )
         return contact.id
 
     async def schedule(self, contact_id: int, after: timedelta, **fields: Any) -> ScheduleView:
@@ -134,9 +136,7 @@ async def test_scheduled_three_days_ahead_sends_at_three_days_and_captures(
     rig: Rig, worker: None
 ) -> None:
     contact = rig.contact(locale="ta")
-    view = await rig.schedule(
-        contact, timedelta(days=3), variables={"service_type": "ஜோதிடம்"}
-    )
+    view = await rig.schedule(contact, timedelta(days=3), variables={"service_type": "ஜோதிடம்"})
     assert view.status == ScheduleStatus.pending and view.credits_reserved == 5
     assert rig.store.credit_balance(contact).balance == 15
     await rig.env.sleep(timedelta(days=3) - timedelta(hours=1))
@@ -249,6 +249,8 @@ async def test_a_terminated_run_is_settled_by_the_sweep(rig: Rig, worker: None) 
     assert await rig.scheduler.settle_stranded(now=now) == 0, "not overdue yet"
     assert await rig.scheduler.settle_stranded(now=now + timedelta(days=2)) == 1
     settled = rig.view(view.id)
-    assert settled.status == ScheduleStatus.failed and "terminated" in (settled.failure_reason or "")
+    assert settled.status == ScheduleStatus.failed and "terminated" in (
+        settled.failure_reason or ""
+    )
     assert rig.store.credit_balance(contact).balance == 20
     assert await rig.scheduler.settle_stranded(now=now + timedelta(days=2)) == 0

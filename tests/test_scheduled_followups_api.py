@@ -198,7 +198,8 @@ async def test_scheduling_reserves_the_cost_and_the_ledger_shows_it(rest: Rest) 
     assert balance(credits) == (15, 5, 0)
     assert kinds(credits) == ["reserve", "grant"], "newest first"
     assert credits["entries"][0]["scheduled_followup_id"] == made["id"]
-    assert await rest.call("GET", f"{FOLLOWUPS}/{made['id']}", expect=200) == made
+    found = await rest.call("GET", f"{FOLLOWUPS}/{made['id']}", expect=200)
+    assert found == made | {"updated_at": found["updated_at"]}, "its workflow was started since"
 
 
 async def test_a_balance_short_of_the_cost_is_402_naming_both(rest: Rest) -> None:
@@ -236,7 +237,7 @@ async def test_what_cannot_be_sent_is_422_naming_the_field(rest: Rest) -> None:
         ({"contact_id": None}, ["body"], "contact_id or user_email"),
     ]
     for fields, loc, words in cases:
-        body = {"contact_id": meena, "scheduled_at": days(2)} | fields
+        body: dict[str, Any] = {"contact_id": meena, "scheduled_at": days(2)} | fields
         answer = await rest.schedule(422, **body)
         where, msg = refusal(answer)
         assert (where, words in msg) == (loc, True), (fields, answer)
@@ -266,7 +267,11 @@ async def test_a_repeated_idempotency_key_answers_the_first_follow_up(rest: Rest
     meena = await rest.contact("Meena")
     await rest.grant(meena, 20)
     await rest.template()
-    body = {"contact_id": meena, "scheduled_at": days(2), "idempotency_key": "order-7"}
+    body: dict[str, Any] = {
+        "contact_id": meena,
+        "scheduled_at": days(2),
+        "idempotency_key": "order-7",
+    }
     first = await rest.schedule(**body)
     again = await rest.schedule(200, **body | {"scheduled_at": days(3)})
     assert again["id"] == first["id"] and again["scheduled_at"] == first["scheduled_at"]
@@ -280,9 +285,11 @@ async def test_user_email_finds_the_contact_and_an_unknown_one_is_404(rest: Rest
     await rest.template()
     made = await rest.schedule(user_email="meena@example.com", scheduled_at=days(2))
     assert made["contact_id"] == meena
-    unknown = await rest.schedule(404, user_email="nobody@example.com", scheduled_at=days(4))
+    spelled = await rest.schedule(user_email=" Meena@Example.COM", scheduled_at=days(4))
+    assert spelled["contact_id"] == meena, "an address is found however it is spelled"
+    unknown = await rest.schedule(404, user_email="nobody@example.com", scheduled_at=days(6))
     assert unknown["detail"].startswith("user_email:")
-    unknown = await rest.schedule(404, contact_id=424242, scheduled_at=days(4))
+    unknown = await rest.schedule(404, contact_id=424242, scheduled_at=days(6))
     assert "424242" in unknown["detail"]
 
 
@@ -366,6 +373,10 @@ async def test_credits_are_granted_once_per_key_and_never_adjusted_below_zero(re
     assert first["entry"]["idempotency_key"] == "inv-1" and first["entry"]["amount"] == 10
     again = await rest.call("POST", path, grant | {"amount": 99}, expect=200)
     assert again["entry"] == first["entry"] and again["balance"] == 10
+    bo = await rest.contact("Bo")
+    theirs = await rest.call("POST", f"/v1/contacts/{bo}/credits", grant, expect=201)
+    assert theirs["balance"] == 10, "a key is one contact's: the same key for another grants"
+    assert theirs["entry"]["idempotency_key"] == "inv-1"
 
     below = {"kind": "adjust", "amount": -11, "reason": "oops", "idempotency_key": "adj-1"}
     refused = await rest.call("POST", path, below, expect=409)
@@ -411,11 +422,13 @@ async def test_a_contact_token_sees_its_own_follow_ups_and_credits_only(rest: Re
     theirs = await rest.schedule(contact_id=bo, scheduled_at=days(2))
     app = await rest.token_for(meena)
 
-    assert (await rest.call("GET", f"{FOLLOWUPS}/{mine['id']}", expect=200, as_=app)) == mine
+    seen = await rest.call("GET", f"{FOLLOWUPS}/{mine['id']}", expect=200, as_=app)
+    assert (seen["id"], seen["contact_id"]) == (mine["id"], meena)
     assert [item["id"] for item in await rest.call("GET", FOLLOWUPS, expect=200, as_=app)] == [
         mine["id"]
     ]
-    assert balance(await rest.call("GET", f"/v1/contacts/{meena}/credits", expect=200, as_=app))
+    own_credits = await rest.call("GET", f"/v1/contacts/{meena}/credits", expect=200, as_=app)
+    assert balance(own_credits) == (15, 5, 0)
     own = await rest.schedule(as_=app, contact_id=meena, scheduled_at=days(4))
     assert own["contact_id"] == meena, "a contact schedules its own follow-ups"
 
@@ -433,18 +446,27 @@ async def test_a_contact_token_sees_its_own_follow_ups_and_credits_only(rest: Re
     answer = await rest.call("GET", FOLLOWUPS, expect=404, as_=app, params={"contact_id": bo})
     assert answer == {"detail": f"contact_id: no contact {bo}"}
     await rest.schedule(404, as_=app, contact_id=bo, scheduled_at=days(5))
+    # Nor through Bo's session: its summary would be written into Meena's message, and her
+    # follow-ups would count against Bo's session.
+    completed = {"contact_id": bo, "service_type": "tarot", "guidance_summary": "Bo's notes"}
+    await rest.call("POST", "/v1/sessions/s-bo/complete", completed, expect=201)
+    borrowed = await rest.schedule(
+        409, as_=app, contact_id=meena, scheduled_at=days(6), session_id="s-bo"
+    )
+    assert borrowed["detail"].startswith("session_id:")
     await rest.schedule(404, as_=app, user_email="bo@example.com", scheduled_at=days(5))
 
     # The operator's routes do not exist for it.
     nowhere = await rest.call("GET", "/v1/no-such-route", expect=404, as_=app)
     grant = {"kind": "grant", "amount": 5, "reason": "free", "idempotency_key": "x"}
-    for method, path, body in [
+    operators: list[tuple[str, str, Any]] = [
         ("GET", SETTINGS, None),
         ("PUT", SETTINGS, {"min_interval_hours": 0}),
         ("POST", "/v1/sessions/s-1/complete", {"contact_id": meena}),
         ("POST", f"/v1/contacts/{meena}/credits", grant),
         ("GET", "/v1/analytics/messages", None),
-    ]:
+    ]
+    for method, path, body in operators:
         assert await rest.call(method, path, body, expect=404, as_=app) == nowhere, path
     assert balance(await rest.credits(bo)) == (15, 5, 0), "nothing of Bo's changed"
 

@@ -148,7 +148,6 @@ class ScheduledFollowUp:
         if not await self._wait_for_time():
             return await self._settle(ScheduleStatus.cancelled, self._cancel or "cancelled")
         self._set(ScheduleStatus.sending, NextAction("sends the follow-up now"))
-        await self._record(ScheduleUpdate(self._schedule_id, status=ScheduleStatus.sending))
         prepared: PreparedMessage = await recorded(
             "read the follow-up, its template and its contact",
             workflow.execute_local_activity_method(
