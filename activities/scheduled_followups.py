@@ -23,7 +23,7 @@ from domain.scheduled_followups import (
     followup_values,
     message_class_of,
 )
-from domain.templates import TemplateError, approved_template, render
+from domain.templates import MessageTemplate, TemplateError, approved_template, render
 from store.repo import Store
 from store.scheduled_followups import ScheduleView
 from store.templates import StoredTemplate
@@ -81,7 +81,7 @@ class ScheduledFollowUpActivities:
         return PreparedMessage(
             to=to,
             text=rendered.text,
-            subject=rendered.subject or "",
+            subject=_subject(template, rendered.subject, rendered.locale_used, channel),
             message_class=message_class_of(template.template_type),
             template_name=template.name,
             locale=rendered.locale_used,
@@ -104,3 +104,12 @@ class ScheduledFollowUpActivities:
     @activity.defn
     async def followup_statuses(self, schedule_id: int) -> StatusesSeen:
         return await db(self.store.schedule_statuses, schedule_id)
+
+
+def _subject(
+    template: MessageTemplate, subject: str | None, locale: str, channel: ChannelName
+) -> str:
+    """An e-mail's subject: the template's, else its title in that locale, else its name."""
+    if channel != ChannelName.email:
+        return ""
+    return subject or template.titles.get(locale) or template.titles.get("en") or template.name

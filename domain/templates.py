@@ -172,7 +172,8 @@ def render(
 ) -> Rendered:
     """The subject and text for a contact of ``locale``, with every placeholder filled, to
     be sent on ``channel`` (the template's own when None): its length is held to that
-    channel's, and only an e-mail keeps the subject.
+    channel's, and only an e-mail keeps the subject (an e-mail without one gets the
+    channel's default subject).
 
     Raises ``MissingVariables`` naming every placeholder without a value: a template never
     leaves with ``{{lead_name}}`` in it. Values not asked for are ignored (a caller may pass
@@ -189,8 +190,6 @@ def render(
         if template.subject is not None and channel == ChannelName.email
         else None
     )
-    if channel == ChannelName.email and subject is None:
-        raise TemplateError(f"an e-mail needs a subject; template {template.name!r} has none")
     missing = [
         part.name
         for part in [*text, *(subject or [])]
