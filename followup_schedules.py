@@ -35,6 +35,7 @@ from domain.scheduled_followups import (
     ScheduleStatus,
     SettleRequest,
     followup_values,
+    price_of,
     workflow_id_for,
 )
 from domain.templates import MissingVariables, TemplateError, render
@@ -170,16 +171,13 @@ class FollowupScheduler:
         if scheduled_at < now - PAST_GRACE:
             raise Refused(422, "scheduled_at is in the past", ("scheduled_at",))
         check_render(stored, contact, session, request.variables, channel)
-        cost = template.credits_cost
-        if cost is None:
-            cost = settings.default_credits_cost
         return NewSchedule(
             contact_id=contact.id,
             template_id=stored.id,
             template_name=template.name,
             channel=channel.value,
             scheduled_at=max(scheduled_at, now),
-            cost=cost if settings.enable_credit_charging else 0,
+            cost=price_of(template.credits_cost, settings),
             session_id=request.session_id,
             variables=dict(request.variables),
             key=request.key,
@@ -365,6 +363,8 @@ class FollowupScheduler:
         ``auto_followup_enabled``) at their ``send_after``. A repeat schedules nothing more:
         it answers the session's follow-ups as they are."""
         now = now or datetime.now(UTC)
+        if await asyncio.to_thread(self.store.get_contact, contact_id) is None:
+            raise Refused(404, f"contact_id: no contact {contact_id}", ("contact_id",))
         session, created = await asyncio.to_thread(
             lambda: self.store.record_session(
                 session_id,

@@ -37,7 +37,7 @@ from api.scheduled_followups import contact_of, refused
 from dependencies import AdminToken, AnyToken, SchedulerDep, SettingsDep, StoreDep, own_contact_id
 from domain import limits
 from domain.channels import ChannelName
-from domain.scheduled_followups import OPEN_STATUSES, ScheduleStatus, TemplateType
+from domain.scheduled_followups import OPEN_STATUSES, ScheduleStatus, TemplateType, price_of
 from domain.templates import MessageTemplate, problems
 from domain.text import TEMPLATE, placeholders
 from followup_schedules import Refused, ScheduleRequest
@@ -572,11 +572,7 @@ def _template_named(store: Store, given: str) -> StoredTemplate | None:
 
 def _price(store: Store, stored: StoredTemplate) -> int:
     """What scheduling reserves for this template (``FollowupScheduler`` reserves the same)."""
-    settings = store.followup_settings()
-    if not settings.enable_credit_charging:
-        return 0
-    cost = stored.template.credits_cost
-    return settings.default_credits_cost if cost is None else cost
+    return price_of(stored.template.credits_cost, store.followup_settings())
 
 
 def _in_original_words(error: Refused) -> Refused:

@@ -96,6 +96,14 @@ class TemplateType(StrEnum):
     custom = "custom"
 
 
+def price_of(credits_cost: int | None, settings: FollowupSettings) -> int:
+    """What a follow-up from a template of this ``credits_cost`` reserves: its own cost,
+    else the settings' default; nothing while charging is switched off."""
+    if not settings.enable_credit_charging:
+        return 0
+    return settings.default_credits_cost if credits_cost is None else credits_cost
+
+
 def message_class_of(template_type: TemplateType) -> MessageClass:
     """An offer is marketing (unsubscribe links, the frequency cap); a follow-up the user
     paid for is not."""

@@ -98,11 +98,11 @@ class Stack:
 
 @pytest.fixture
 async def stack(
-    dev_env: WorkflowEnvironment, any_db_url: str, any_store: Store
+    dev_env: WorkflowEnvironment, sqlite_url: str, store: Store
 ) -> AsyncIterator[Stack]:
     settings = Settings(
         _env_file=None,
-        database_url=any_db_url,
+        database_url=sqlite_url,
         secret_key="followup-compat-key-of-32-characters",
         temporal=TemporalSettings(
             address=dev_env.client.service_client.config.target_host,
@@ -111,10 +111,10 @@ async def stack(
         ),
         policy=PolicySettings(quiet_hours_start="00:00", quiet_hours_end="00:00"),
     )
-    admin = {"Authorization": f"Bearer {any_store.create_token(Role.admin)}"}
-    with serve(create_app(settings, store=any_store)) as server:
+    admin = {"Authorization": f"Bearer {store.create_token(Role.admin)}"}
+    with serve(create_app(settings, store=store)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=PATIENCE) as http:
-            yield Stack(http, any_store, settings, admin)
+            yield Stack(http, store, settings, admin)
 
 
 @pytest.fixture

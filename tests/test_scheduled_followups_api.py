@@ -582,3 +582,11 @@ async def test_a_contact_token_cancels_its_own_follow_up(rest: Rest, worker: Non
     assert cancelled["status"] == "cancelled"
     own = await rest.call("GET", f"/v1/contacts/{meena}/credits", expect=200, as_=app)
     assert balance(own) == (20, 0, 0)
+
+
+async def test_a_session_for_a_contact_nobody_has_is_404_not_a_500(rest: Rest) -> None:
+    # Found by schemathesis: the session's row named a contact that does not exist.
+    answer = await rest.call(
+        "POST", "/v1/sessions/s-x/complete", {"contact_id": 987654, "service_type": "x"}, expect=404
+    )
+    assert "contact_id" in answer["detail"]
